@@ -1,0 +1,119 @@
+from django import forms
+from django.contrib import admin
+from django.db.models import Count, Sum
+
+from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "created_at"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "workspace", "role", "created_at"]
+    list_filter = ["workspace", "role"]
+
+
+class ProviderForm(forms.ModelForm):
+    # Write-only: the stored key is never rendered back, not even to admins.
+    api_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to keep the current key.",
+    )
+
+    class Meta:
+        model = Provider
+        fields = ["workspace", "name", "base_url", "api_key", "extra_headers", "enabled"]
+
+    def save(self, commit=True):
+        provider = super().save(commit=False)
+        if self.cleaned_data.get("api_key"):
+            provider.set_api_key(self.cleaned_data["api_key"])
+        if commit:
+            provider.save()
+        return provider
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    form = ProviderForm
+    list_display = ["name", "workspace", "base_url", "key_hint", "enabled", "is_demo"]
+    list_filter = ["workspace", "enabled"]
+    readonly_fields = ["key_hint", "is_demo"]
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    extra = 0
+    fields = ["position", "role", "content", "run", "choice_index", "in_history"]
+    readonly_fields = ["run"]
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["title", "workspace", "creator", "updated_at"]
+    list_filter = ["workspace"]
+    search_fields = ["title"]
+    inlines = [MessageInline]
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    """The usage ledger: filter by user, model, provider, status and day; totals below."""
+
+    list_display = [
+        "id",
+        "submitted_at",
+        "user",
+        "provider_name",
+        "model",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "usage_estimated",
+        "ttft",
+        "duration",
+    ]
+    list_filter = ["status", "usage_estimated", "provider_name", "model", "user", "submitted_at"]
+    date_hierarchy = "submitted_at"
+    search_fields = ["model", "provider_name", "user__username", "error_message"]
+    readonly_fields = [f.name for f in Run._meta.fields]
+    change_list_template = "admin/playground/run/change_list.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="TTFT ms")
+    def ttft(self, run):
+        return run.timing()["ttft_ms"]
+
+    @admin.display(description="total ms")
+    def duration(self, run):
+        return run.timing()["total_ms"]
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        try:
+            queryset = response.context_data["cl"].queryset
+        except (AttributeError, KeyError):
+            return response
+        totals = Sum("prompt_tokens"), Sum("completion_tokens"), Sum("total_tokens")
+        rows = (
+            queryset.order_by()
+            .values("user__username", "provider_name", "model")
+            .annotate(runs=Count("id"), prompt=totals[0], completion=totals[1], total=totals[2])
+            .order_by("-total")
+        )
+        response.context_data["usage_summary"] = list(rows[:100])
+        return response

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class PlaygroundConfig(AppConfig):
+    name = "playground"
+    verbose_name = "Playground"
+
+    def ready(self) -> None:
+        from playground import signals  # noqa: F401

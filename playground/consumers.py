@@ -1,0 +1,149 @@
+"""The conversation websocket: a snapshot of each run in progress, then live events.
+
+Events carry `seq` per run; this consumer forwards them in order and drops
+repeats, and the browser drops repeats again, so a reconnect loses and repeats
+nothing. A gap means the channel layer dropped messages for a client too far
+behind (its queue is bounded): the socket is closed with code 4008 and the
+browser reconnects, getting a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from playground import relay
+from playground.models import Conversation, Membership, Run
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_BEHIND = 4008
+SNAPSHOT_TIMEOUT = 2.0
+
+
+class ConversationConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.group = await self.group_for(user, conversation_id)
+        if self.group is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.conversation_id = conversation_id
+        self.seqs: dict[int, int] = {}
+        self.waiting: dict[int, list[dict]] = {}
+        # Join before reading state: every event after the snapshot then reaches us.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await relay.process.ensure_started()
+        runs = await self.active_runs()
+        await self.send_json({"type": "sync", "active": [run.id for run in runs]})
+        for run in runs:
+            await self.send_snapshot(run)
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        if content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    @database_sync_to_async
+    def group_for(self, user, conversation_id: int) -> str | None:
+        conversation = Conversation.objects.filter(id=conversation_id).first()
+        if conversation is None:
+            return None
+        if not Membership.objects.filter(user=user, workspace_id=conversation.workspace_id).exists():
+            return None
+        return conversation.group_name
+
+    @database_sync_to_async
+    def active_runs(self) -> list[Run]:
+        relay.reconcile_stale_runs()
+        runs = Run.objects.filter(conversation_id=self.conversation_id, status__in=Run.ACTIVE)
+        return list(runs.select_related("user"))
+
+    @database_sync_to_async
+    def stored_run(self, run_id: int) -> dict | None:
+        run = Run.objects.select_related("user").filter(id=run_id).first()
+        return run.to_dict() if run else None
+
+    # -- snapshots
+
+    async def send_snapshot(self, run: Run) -> None:
+        state = run.to_dict()
+        live = relay.local_snapshot(run.id)
+        if live is not None:
+            await self.forward_snapshot({**state, **live, "id": run.id})
+            return
+        if run.owner:
+            # The run streams in another process: ask it, and hold its events meanwhile.
+            self.waiting[run.id] = []
+            request = {"type": "run.snapshot_request", "run": run.id, "reply_to": self.channel_name}
+            await self.channel_layer.send(run.owner, request)
+            asyncio.get_running_loop().call_later(
+                SNAPSHOT_TIMEOUT, lambda: asyncio.ensure_future(self.snapshot_timeout(run.id))
+            )
+            return
+        await self.forward_snapshot(state)
+
+    async def forward_snapshot(self, state: dict) -> None:
+        run_id = state["id"]
+        self.seqs[run_id] = state["seq"]
+        await self.send_json({"type": "snapshot", "run": state})
+        for event in self.waiting.pop(run_id, []):
+            await self.forward(event)
+
+    async def run_snapshot(self, event: dict) -> None:
+        """The owning process answered a snapshot request."""
+        run_id = event["run"]
+        if run_id not in self.waiting:
+            return
+        stored = await self.stored_run(run_id)
+        if stored is None:
+            self.waiting.pop(run_id)
+            return
+        live = event.get("snapshot")
+        await self.forward_snapshot({**stored, **live, "id": run_id} if live else stored)
+
+    async def snapshot_timeout(self, run_id: int) -> None:
+        if run_id in self.waiting:
+            stored = await self.stored_run(run_id)
+            if stored is not None:
+                await self.forward_snapshot(stored)
+
+    # -- live events, named after their type
+
+    async def run_started(self, event: dict) -> None:
+        self.seqs.setdefault(event["run"]["id"], 0)
+        await self.send_json(event)
+
+    async def run_delta(self, event: dict) -> None:
+        await self.forward(event)
+
+    async def run_done(self, event: dict) -> None:
+        await self.forward(event)
+
+    async def conversation_changed(self, event: dict) -> None:
+        await self.send_json(event)
+
+    async def forward(self, event: dict) -> None:
+        run_id = event["run"]["id"] if isinstance(event["run"], dict) else event["run"]
+        if run_id in self.waiting:
+            self.waiting[run_id].append(event)
+            return
+        seq, last = event["seq"], self.seqs.get(run_id)
+        if last is not None and seq <= last:
+            return
+        if event["type"] == "run.delta" and seq != (last or 0) + 1:
+            # A gap: the layer dropped messages for us. Resync from a fresh snapshot.
+            await self.close(code=CLOSE_BEHIND)
+            return
+        self.seqs[run_id] = seq
+        await self.send_json(event)

@@ -1,0 +1,189 @@
+"""The built-in Demo relay: an OpenAI-compatible endpoint inside the app.
+
+Models: `demo-echo` streams back the last user message token by token;
+`demo-lorem` writes deterministic text (from `seed` and the choice index), as
+long as `max_tokens` asks (200 tokens when unset). It honours `stream`,
+`stream_options.include_usage`, `n`, `stop`, `max_tokens`, `seed` and, as a
+demo-only body field, `tokens_per_second` (default
+`PLAYGROUND_DEMO_TOKENS_PER_SECOND`). Any non-empty bearer key is accepted.
+Usage is counted with `playground.tokens`, so it is exact for this relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from playground.models import DEMO_MODELS
+from playground.tokens import content_text, count_prompt_tokens, split_tokens
+
+LOREM = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
+    "labore et dolore magna aliqua ut enim ad minim veniam quis nostrud exercitation ullamco "
+    "laboris nisi aliquip ex ea commodo consequat duis aute irure in reprehenderit voluptate "
+    "velit esse cillum fugiat nulla pariatur excepteur sint occaecat cupidatat non proident sunt "
+    "culpa qui officia deserunt mollit anim id est laborum"
+).split()
+DEFAULT_LOREM_TOKENS = 200
+
+
+def error(status: int, message: str, code: str, param: str | None = None) -> JsonResponse:
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+    return JsonResponse(body, status=status)
+
+
+def lorem_tokens(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    tokens: list[str] = []
+    sentence = 0
+    while len(tokens) < count:
+        word = rng.choice(LOREM)
+        if sentence == 0:
+            word = word.capitalize()
+        tokens.append(word if not tokens else " " + word)
+        sentence += 1
+        if sentence >= rng.randint(6, 14) and len(tokens) < count:
+            tokens.append(".")
+            sentence = 0
+    return tokens[:count]
+
+
+def answer_tokens(body: dict, choice: int) -> list[str]:
+    if body["model"] == "demo-echo":
+        last = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
+        return split_tokens(content_text(last.get("content"))) or ["(nothing to echo)"]
+    seed = body.get("seed") or 0
+    # With max_tokens the text runs on past it, so it ends cut with finish_reason "length".
+    limit = body.get("max_tokens")
+    return lorem_tokens(seed * 1000 + choice, limit + 1 if limit else DEFAULT_LOREM_TOKENS)
+
+
+def generate(body: dict, choice: int) -> tuple[list[str], str]:
+    """The tokens of one choice and its finish_reason, after max_tokens and stop."""
+    tokens = answer_tokens(body, choice)
+    finish = "stop"
+    limit = body.get("max_tokens")
+    if limit is not None and len(tokens) > limit:
+        tokens, finish = tokens[:limit], "length"
+    stops = body.get("stop") or []
+    stops = [stops] if isinstance(stops, str) else stops
+    text = "".join(tokens)
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    if cut >= 0:
+        # OpenAI semantics: the stop sequence itself is not returned.
+        tokens, finish = split_tokens(text[:cut]), "stop"
+    return tokens, finish
+
+
+def validate(body: object) -> JsonResponse | None:
+    if not isinstance(body, dict):
+        return error(400, "The body must be a JSON object.", "invalid_body")
+    if body.get("model") not in DEMO_MODELS:
+        return error(
+            404,
+            f"The model `{body.get('model')}` does not exist; try {' or '.join(DEMO_MODELS)}.",
+            "model_not_found",
+            "model",
+        )
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        return error(400, "messages must be a non-empty array.", "invalid_value", "messages")
+    n = body.get("n", 1)
+    if not isinstance(n, int) or not 1 <= n <= 128:
+        return error(400, "n must be an integer from 1 to 128.", "invalid_value", "n")
+    limit = body.get("max_tokens")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        return error(400, "max_tokens must be an integer >= 1.", "invalid_value", "max_tokens")
+    return None
+
+
+@csrf_exempt
+@require_POST
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    if not request.headers.get("Authorization", "").removeprefix("Bearer ").strip():
+        return JsonResponse(
+            {"error": {"message": "Missing bearer key.", "type": "invalid_request_error"}}, status=401
+        )
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        return error(400, "The body is not valid JSON.", "invalid_json")
+    problem = validate(body)
+    if problem:
+        return problem
+    n = body.get("n", 1)
+    choices = [generate(body, i) for i in range(n)]
+    prompt = count_prompt_tokens(body["messages"])
+    completion = sum(len(tokens) for tokens, _ in choices)
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    meta = {"id": f"chatcmpl-demo-{uuid.uuid4().hex[:12]}", "created": int(time.time()), "model": body["model"]}
+    if not body.get("stream"):
+        return JsonResponse(completion_body(meta, choices, usage))
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    tps = float(body.get("tokens_per_second") or settings.DEMO_TOKENS_PER_SECOND)
+    response = StreamingHttpResponse(
+        stream(meta, choices, usage if include_usage else None, tps),
+        content_type="text/event-stream; charset=utf-8",
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def completion_body(meta: dict, choices: list, usage: dict) -> dict:
+    return {
+        **meta,
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": "".join(tokens)},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+            for i, (tokens, finish) in enumerate(choices)
+        ],
+        "usage": usage,
+    }
+
+
+def sse(data: dict | str) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {text}\n\n".encode()
+
+
+async def stream(meta: dict, choices: list, usage: dict | None, tps: float):
+    def chunk(index: int, delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return sse({**meta, "object": "chat.completion.chunk", "choices": [choice]})
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(len(choices)):
+        yield chunk(i, {"role": "assistant", "content": ""})
+    longest = max(len(tokens) for tokens, _ in choices)
+    for step in range(longest):
+        delay = start + step / tps - loop.time() if tps > 0 else 0
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield b"".join(
+            chunk(i, {"content": tokens[step]}) for i, (tokens, _) in enumerate(choices) if step < len(tokens)
+        )
+    for i, (_, finish) in enumerate(choices):
+        yield chunk(i, {}, finish)
+    if usage:
+        yield sse({**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+    yield sse("[DONE]")
+
+
+@require_GET
+async def models(request: HttpRequest) -> JsonResponse:
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "demo"} for name in DEMO_MODELS]
+    return JsonResponse({"object": "list", "data": data})

@@ -1,0 +1,233 @@
+"""Validation of a run request: every parameter the seed relays document, with their ranges.
+
+`PARAMETERS` is also sent to the browser, so the page checks the same ranges
+before the server checks them again. Unset parameters are never sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# name -> (kind, minimum, maximum, help). Ranges as the seed pages give them.
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "temperature": {"kind": "number", "min": 0, "max": 2},
+    "top_p": {"kind": "number", "min": 0, "max": 1},
+    "n": {"kind": "integer", "min": 1, "max": 128},
+    "max_tokens": {"kind": "integer", "min": 1},
+    "stop": {"kind": "stop"},
+    "presence_penalty": {"kind": "number", "min": -2, "max": 2},
+    "frequency_penalty": {"kind": "number", "min": -2, "max": 2},
+    "repetition_penalty": {"kind": "number", "min": 0, "max": 2},
+    "top_k": {"kind": "integer", "min": 1, "max": 128},
+    "min_p": {"kind": "number", "min": 0, "max": 1},
+    "seed": {"kind": "integer"},
+    "user": {"kind": "string"},
+    "stream": {"kind": "boolean"},
+    "stream_options": {"kind": "stream_options"},
+    "logit_bias": {"kind": "logit_bias"},
+    "logprobs": {"kind": "boolean"},
+    "top_logprobs": {"kind": "integer", "min": 0, "max": 20},
+    "tools": {"kind": "tools"},
+    "tool_choice": {"kind": "tool_choice"},
+    "response_format": {"kind": "response_format"},
+    "separate_reasoning": {"kind": "boolean"},
+    "enable_thinking": {"kind": "boolean"},
+}
+RESERVED = {"model", "messages"}
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class Invalid(Exception):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _range(value: float, spec: dict) -> str | None:
+    low, high = spec.get("min"), spec.get("max")
+    if low is not None and high is not None and not low <= value <= high:
+        return f"must be between {low} and {high}"
+    if low is not None and value < low:
+        return f"must be at least {low}"
+    if high is not None and value > high:
+        return f"must be at most {high}"
+    return None
+
+
+def check_number(value: Any, spec: dict) -> str | None:
+    return "must be a number" if not _is_number(value) else _range(value, spec)
+
+
+def check_integer(value: Any, spec: dict) -> str | None:
+    if not _is_number(value) or value != int(value):
+        return "must be a whole number"
+    return _range(value, spec)
+
+
+def check_boolean(value: Any, spec: dict) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def check_string(value: Any, spec: dict) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+def check_stop(value: Any, spec: dict) -> str | None:
+    if isinstance(value, str):
+        return None
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        return "must be a string or a list of non-empty strings"
+    return "can hold at most 4 sequences" if len(value) > 4 else None
+
+
+def check_stream_options(value: Any, spec: dict) -> str | None:
+    if not isinstance(value, dict):
+        return "must be an object such as {\"include_usage\": true}"
+    if "include_usage" in value and not isinstance(value["include_usage"], bool):
+        return "include_usage must be true or false"
+    return None
+
+
+def check_logit_bias(value: Any, spec: dict) -> str | None:
+    if not isinstance(value, dict):
+        return "must be an object mapping token ids to a bias"
+    for token, bias in value.items():
+        if not str(token).lstrip("-").isdigit():
+            return f"key {token!r} is not a token id (a whole number)"
+        if not _is_number(bias) or not -100 <= bias <= 100:
+            return f"bias for token {token} must be between -100 and 100"
+    return None
+
+
+def check_tools(value: Any, spec: dict) -> str | None:
+    if not isinstance(value, list):
+        return "must be a list of tools"
+    for i, tool in enumerate(value):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return f"tool {i} needs {{\"type\": \"function\", \"function\": {{\"name\": …}}}}"
+        if "parameters" in function and not isinstance(function["parameters"], dict):
+            return f"tool {i}: parameters must be a JSON Schema object"
+    return None
+
+
+def check_tool_choice(value: Any, spec: dict) -> str | None:
+    if value in ("none", "auto", "required"):
+        return None
+    if isinstance(value, dict) and isinstance((value.get("function") or {}).get("name"), str):
+        return None
+    return 'must be "none", "auto", "required" or {"type": "function", "function": {"name": …}}'
+
+
+def check_response_format(value: Any, spec: dict) -> str | None:
+    if not isinstance(value, dict) or value.get("type") not in ("text", "json_object", "json_schema"):
+        return 'type must be "text", "json_object" or "json_schema"'
+    if value["type"] == "json_schema":
+        schema = value.get("json_schema")
+        if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
+            return "json_schema needs a name"
+        if not isinstance(schema.get("schema", {}), dict):
+            return "json_schema.schema must be an object"
+    return None
+
+
+CHECKS = {name[6:]: fn for name, fn in globals().items() if name.startswith("check_")}
+
+
+def clean_params(params: Any) -> dict:
+    """The parameters to send, or Invalid naming every bad field and why."""
+    if not isinstance(params, dict):
+        raise Invalid({"params": "must be an object"})
+    errors = {}
+    for name, value in params.items():
+        spec = PARAMETERS.get(name)
+        if spec is None:
+            errors[name] = "is not a known parameter; put it in the extra body instead"
+            continue
+        problem = CHECKS[spec["kind"]](value, spec)
+        if problem:
+            errors[name] = problem
+    if "top_logprobs" in params and params.get("logprobs") is not True:
+        errors.setdefault("top_logprobs", "needs logprobs set to true")
+    if "stream_options" in params and params.get("stream") is not True:
+        errors.setdefault("stream_options", "is only allowed when stream is true")
+    if errors:
+        raise Invalid(errors)
+    return dict(params)
+
+
+def clean_content(content: Any, field: str = "message") -> str | list:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not content:
+        raise Invalid({field: "must be text or a list of content parts"})
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            continue
+        if kind in ("image_url", "video_url") and part.get(kind):
+            continue
+        raise Invalid({field: "each content part needs a type of text, image_url or video_url"})
+    return content
+
+
+def clean_extra(extra: Any) -> dict:
+    if extra in (None, ""):
+        return {}
+    if not isinstance(extra, dict):
+        raise Invalid({"extra_body": "must be a JSON object"})
+    clash = sorted(RESERVED & extra.keys())
+    if clash:
+        raise Invalid({"extra_body": f"cannot set {', '.join(clash)}"})
+    return extra
+
+
+def clean_submission(payload: Any) -> dict:
+    """Validate a submit request: provider, model, message, system prompt, params."""
+    if not isinstance(payload, dict):
+        raise Invalid({"body": "must be a JSON object"})
+    errors = {}
+    model = payload.get("model")
+    if not isinstance(model, str) or not model.strip():
+        errors["model"] = "choose or type a model"
+    if not isinstance(payload.get("provider"), int):
+        errors["provider"] = "choose a provider"
+    system = payload.get("system", "")
+    if not isinstance(system, str):
+        errors["system"] = "must be text"
+    message = payload.get("message", "")
+    try:
+        message = clean_content(message)
+    except Invalid as exc:
+        errors.update(exc.errors)
+    if message == "" and not payload.get("continue"):
+        errors["message"] = "write a message"
+    for clean, key in ((clean_params, "params"), (clean_extra, "extra_body")):
+        try:
+            payload[key] = clean(payload.get(key, {} if key == "params" else None))
+        except Invalid as exc:
+            errors.update(exc.errors)
+    if errors:
+        raise Invalid(errors)
+    return {
+        "provider": payload["provider"],
+        "model": model.strip(),
+        "system": system,
+        "message": message,
+        "params": payload["params"],
+        "extra_body": payload["extra_body"],
+    }
+
+
+def build_body(model: str, messages: list[dict], params: dict, extra: dict) -> dict:
+    """The wire body: only what the user set, plus include_usage when streaming."""
+    body: dict[str, Any] = {"model": model, "messages": messages, **params}
+    if body.get("stream") and "stream_options" not in body:
+        # Usage only arrives in the last chunk, and only when asked for.
+        body["stream_options"] = {"include_usage": True}
+    body.update(extra)
+    return body

@@ -1,0 +1,318 @@
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from playground import keys
+
+DEMO_PROVIDER_NAME = "Demo"
+DEMO_MODELS = ("demo-echo", "demo-lorem")
+
+
+class Workspace(models.Model):
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def role_of(self, user) -> str | None:
+        membership = self.memberships.filter(user=user).first()
+        return membership.role if membership else None
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        ADMIN = "admin"
+        MEMBER = "member"
+        VIEWER = "viewer"
+
+    workspace = models.ForeignKey(Workspace, models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "user"], name="one_membership_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.workspace} ({self.role})"
+
+    @property
+    def can_run(self) -> bool:
+        return self.role != self.Role.VIEWER
+
+
+def validate_base_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError("Enter an http:// or https:// URL, e.g. https://api.example.com/v1")
+
+
+def validate_extra_headers(value: Any) -> None:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValidationError("Extra headers must be an object of header name to string value.")
+    if any(k.lower() == "authorization" for k in value):
+        raise ValidationError("Put the key in the API key field, not in extra headers.")
+
+
+class Provider(models.Model):
+    """A relay: base URL plus an encrypted API key that members use but never see."""
+
+    workspace = models.ForeignKey(Workspace, models.CASCADE, related_name="providers")
+    name = models.CharField(max_length=100)
+    base_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_base_url],
+        help_text="Up to and including /v1, e.g. https://api.example.com/v1. "
+        "Empty for the built-in Demo relay.",
+    )
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    key_hint = models.CharField(max_length=20, blank=True, editable=False)
+    extra_headers = models.JSONField(default=dict, blank=True, validators=[validate_extra_headers])
+    enabled = models.BooleanField(default=True)
+    is_demo = models.BooleanField(default=False, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "name"], name="unique_provider_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_api_key(self, api_key: str) -> None:
+        self.api_key_encrypted = keys.encrypt(api_key) if api_key else ""
+        self.key_hint = keys.mask(api_key)
+
+    def get_api_key(self) -> str:
+        return keys.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "base_url": self.base_url or "(built-in)",
+            "key_hint": self.key_hint,
+            "enabled": self.enabled,
+            "is_demo": self.is_demo,
+            "models": list(DEMO_MODELS) if self.is_demo else [],
+        }
+
+
+class Conversation(models.Model):
+    workspace = models.ForeignKey(Workspace, models.CASCADE, related_name="conversations")
+    creator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, default="New conversation")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def group_name(self) -> str:
+        return f"conversation-{self.id}"
+
+    def history(self) -> list[dict]:
+        """The message list to send upstream, in the OpenAI wire shape."""
+        return [m.to_wire() for m in self.messages.all() if m.in_history]
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "creator": self.creator.get_username() if self.creator else None,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+        ASSISTANT = "assistant"
+        TOOL = "tool"
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="messages")
+    position = models.PositiveIntegerField()
+    role = models.CharField(max_length=10, choices=Role.choices)
+    # A string, or a list of content parts ({"type": "text"|"image_url"|"video_url", ...}).
+    content = models.JSONField(default=str, blank=True)
+    name = models.CharField(max_length=100, blank=True)
+    tool_calls = models.JSONField(null=True, blank=True)
+    tool_call_id = models.CharField(max_length=100, blank=True)
+    reasoning = models.TextField(blank=True)
+    run = models.ForeignKey(
+        "Run", models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
+    choice_index = models.PositiveIntegerField(default=0)
+    # Of a run's n choices, only the chosen one continues the conversation.
+    in_history = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["position", "choice_index", "id"]
+        indexes = [models.Index(fields=["conversation", "position"])]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.position}"
+
+    def to_wire(self) -> dict:
+        wire: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name:
+            wire["name"] = self.name
+        if self.tool_calls:
+            wire["tool_calls"] = self.tool_calls
+        if self.tool_call_id:
+            wire["tool_call_id"] = self.tool_call_id
+        return wire
+
+    def to_dict(self) -> dict:
+        return {
+            **self.to_wire(),
+            "id": self.id,
+            "position": self.position,
+            "reasoning": self.reasoning,
+            "run": self.run_id,
+            "choice_index": self.choice_index,
+            "in_history": self.in_history,
+        }
+
+
+class Run(models.Model):
+    """One request to a relay; also the usage ledger."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        STREAMING = "streaming"
+        COMPLETED = "completed"
+        STOPPED = "stopped"
+        FAILED = "failed"
+        INTERRUPTED = "interrupted"
+
+    ACTIVE = (Status.QUEUED, Status.STREAMING)
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="runs")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="runs"
+    )
+    provider = models.ForeignKey(Provider, models.SET_NULL, null=True, related_name="runs")
+    provider_name = models.CharField(max_length=100)
+    model = models.CharField(max_length=200)
+    # The body exactly as sent (it never holds the key) and the headers with the key masked.
+    request_body = models.JSONField(default=dict)
+    request_headers = models.JSONField(default=dict)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    submitted_at = models.DateTimeField(default=timezone.now)
+    first_byte_at = models.DateTimeField(null=True, blank=True)
+    first_token_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # One entry per choice: {"index", "content", "reasoning", "tool_calls", "finish_reason"}.
+    output = models.JSONField(default=list, blank=True)
+    finish_reasons = models.JSONField(default=list, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cached_tokens = models.PositiveIntegerField(null=True, blank=True)
+    usage_estimated = models.BooleanField(default=False)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    error_kind = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    last_seq = models.PositiveIntegerField(default=0)
+    # The transcript position its answer takes: right after the message it answers.
+    position = models.PositiveIntegerField(default=0)
+    # Which process runs it, and when that process last said it was alive.
+    owner = models.CharField(max_length=100, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["submitted_at", "id"]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"]),
+            models.Index(fields=["submitted_at"]),
+            models.Index(fields=["user", "submitted_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.id} {self.model} {self.status}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    def millis_since_submit(self, moment) -> int | None:
+        if moment is None:
+            return None
+        return round((moment - self.submitted_at).total_seconds() * 1000)
+
+    def timing(self) -> dict:
+        ttft = self.millis_since_submit(self.first_token_at)
+        total = self.millis_since_submit(self.finished_at)
+        tps = None
+        if self.completion_tokens and self.first_token_at and self.finished_at:
+            seconds = (self.finished_at - self.first_token_at).total_seconds()
+            tps = round(self.completion_tokens / seconds, 1) if seconds > 0 else None
+        return {
+            "ttfb_ms": self.millis_since_submit(self.first_byte_at),
+            "ttft_ms": ttft,
+            "total_ms": total,
+            "tokens_per_second": tps,
+        }
+
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_tokens": self.cached_tokens,
+            "estimated": self.usage_estimated,
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "conversation": self.conversation_id,
+            "user": self.user.get_username() if self.user else None,
+            "provider": self.provider_name,
+            "model": self.model,
+            "status": self.status,
+            "position": self.position,
+            "seq": self.last_seq,
+            "choices": self.output,
+            "finish_reasons": self.finish_reasons,
+            "usage": self.usage(),
+            "timing": self.timing(),
+            "error": {"kind": self.error_kind, "message": self.error_message}
+            if self.error_kind
+            else None,
+            "submitted_at": self.submitted_at.isoformat(),
+        }
+
+
+def new_demo_key() -> str:
+    return "demo-" + secrets.token_urlsafe(16)

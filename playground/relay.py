@@ -1,0 +1,485 @@
+"""Runs one generation: upstream chunks -> run state -> channel-layer events.
+
+Each run streams on a thread of a dedicated, capped pool (never the default
+executor or default `sync_to_async`, which share a handful of threads). The
+thread folds chunks into an `Accumulator` and hands the server's event loop at
+most one batch of deltas per coalescing window; the loop numbers each batch with
+`seq` and publishes it to the conversation's group through one sender task per
+run, so events leave in order. About once a second the thread checkpoints the
+text with its `seq` to the database; at the end it writes the final state and
+publishes a `run.done` event carrying all of it.
+
+Every process owns a control channel on the channel layer: Stop requests and
+snapshot requests for a run reach the process that runs it through there, and a
+heartbeat thread keeps the process's runs marked alive. Runs whose heartbeat
+stopped (their process died) are reconciled as `interrupted` by any process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from playground.models import Conversation, Message, Run
+from playground.tokens import count_prompt_tokens, count_tokens
+from playground.upstream import (
+    Accumulator,
+    Cancelled,
+    CancelToken,
+    ChatStream,
+    Deadlines,
+    UpstreamError,
+)
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_MESSAGE = (
+    "The server process running this answer stopped before it finished; "
+    "the text saved up to then is kept."
+)
+
+
+class RelayBusy(Exception):
+    message = "The playground is busy: too many answers are streaming. Try again in a moment."
+
+
+# ---------------------------------------------------------------------------- starting a run
+
+
+def reserve_slot() -> threading.BoundedSemaphore:
+    """Claim one of the capped stream slots, or raise RelayBusy at once."""
+    slots = process.slots
+    if not slots.acquire(blocking=False):
+        raise RelayBusy()
+    return slots
+
+
+async def start_run(
+    run: Run, api_key: str, base_url: str, slot: threading.BoundedSemaphore, messages: list[dict]
+) -> None:
+    """Register the run in this process and start streaming it on the relay pool.
+
+    Called on the server's event loop (from the submit view) after the Run row
+    exists; `slot` comes from `reserve_slot()` and is released when the run ends.
+    """
+    await process.ensure_started()
+    handle = RunHandle(run, api_key, base_url, slot, process.loop)
+    process.runs[run.id] = handle
+    handle.start_sender()
+    handle.outbox.put_nowait({"type": "run.started", "run": run.to_dict(), "messages": messages})
+    process.executor.submit(handle.execute)
+
+
+async def stop_run(run: Run) -> bool:
+    """Ask the run to stop, wherever it runs. False when it is not running."""
+    handle = process.runs.get(run.id)
+    if handle is not None:
+        handle.cancel.cancel()
+        return True
+    if not run.is_active:
+        return False
+    if run.owner and not is_stale(run):
+        await get_channel_layer().send(run.owner, {"type": "run.stop", "run": run.id})
+        return True
+    await asyncio.to_thread(reconcile_stale_runs)
+    return False
+
+
+def is_stale(run: Run) -> bool:
+    seen = run.heartbeat_at or run.submitted_at
+    return timezone.now() - seen > timedelta(seconds=settings.RELAY_STALE_AFTER_SECONDS)
+
+
+def local_snapshot(run_id: int) -> dict | None:
+    handle = process.runs.get(run_id)
+    return handle.snapshot() if handle else None
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+class RunHandle:
+    def __init__(self, run: Run, api_key: str, base_url: str, slot, loop) -> None:
+        self.run_id = run.id
+        self.group = run.conversation.group_name
+        self.body = run.request_body
+        self.extra_headers = run.provider.extra_headers if run.provider else {}
+        self.api_key = api_key
+        self.base_url = base_url
+        self.slot = slot
+        self.loop: asyncio.AbstractEventLoop = loop
+        self.cancel = CancelToken()
+        self.acc = Accumulator()
+        self.lock = threading.Lock()
+        self.seq = 0
+        self.status = Run.Status.QUEUED
+        self.pending: dict[int, dict] = {}
+        self.sealed: list[dict] = []
+        self.flush_scheduled = False
+        self.last_flush = 0.0
+        self.window = settings.RELAY_COALESCE_MS / 1000
+        self.t0_wall = run.submitted_at
+        self.t0_mono = time.monotonic()
+        self.first_token_at: float | None = None
+        self.output_chars = 0
+
+    # -- on the event loop
+
+    def start_sender(self) -> None:
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.sender = self.loop.create_task(self._send_forever())
+
+    async def _send_forever(self) -> None:
+        layer = get_channel_layer()
+        while (event := await self.outbox.get()) is not None:
+            try:
+                await layer.group_send(self.group, event)
+            except Exception:
+                log.exception("run %s: could not publish an event", self.run_id)
+
+    def _schedule_flush(self) -> None:
+        delay = self.last_flush + self.window - self.loop.time()
+        if delay > 0:
+            self.loop.call_later(delay, self._flush)
+        else:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.last_flush = self.loop.time()
+        with self.lock:
+            self.flush_scheduled = False
+            self._seal()
+            events, self.sealed = self.sealed, []
+        for event in events:
+            self.outbox.put_nowait(event)
+
+    async def _publish_done(self, event: dict) -> None:
+        self._flush()
+        self.outbox.put_nowait(event)
+        self.outbox.put_nowait(None)
+        await self.sender
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            self._seal()
+            return {"run": self.run_id, "seq": self.seq, "status": self.status, "choices": self.acc.state()}
+
+    # -- shared: called with self.lock held
+
+    def _seal(self) -> None:
+        """Close the pending batch under the next seq, so a snapshot can name it."""
+        if not self.pending:
+            return
+        self.seq += 1
+        choices = []
+        for index, parts in sorted(self.pending.items()):
+            delta = {"index": index}
+            for name in ("content", "reasoning"):
+                if parts.get(name):
+                    delta[name] = "".join(parts[name])
+            for name in ("tool_calls", "logprobs"):
+                if parts.get(name):
+                    delta[name] = parts[name]
+            if parts.get("finish_reason"):
+                delta["finish_reason"] = parts["finish_reason"]
+            choices.append(delta)
+        self.sealed.append({"type": "run.delta", "run": self.run_id, "seq": self.seq, "choices": choices})
+        self.pending = {}
+
+    # -- on the relay thread
+
+    def execute(self) -> None:
+        outcome, error = Run.Status.FAILED, None
+        try:
+            self._mark_streaming()
+            self._stream()
+            outcome = Run.Status.COMPLETED
+        except Cancelled:
+            outcome = Run.Status.STOPPED
+        except UpstreamError as exc:
+            error = exc
+        except Exception as exc:  # a bug must still end the run, never spin forever
+            log.exception("run %s failed inside the relay", self.run_id)
+            error = UpstreamError(f"The playground failed while relaying ({type(exc).__name__}).")
+            error.kind = "internal"
+        finally:
+            try:
+                self._finish(outcome, error)
+            finally:
+                process.runs.pop(self.run_id, None)
+                self.slot.release()
+                connection.close()
+
+    def _mark_streaming(self) -> None:
+        self.status = Run.Status.STREAMING
+        Run.objects.filter(id=self.run_id).update(status=self.status, heartbeat_at=timezone.now())
+
+    def _stream(self) -> None:
+        stream = ChatStream(
+            base_url=self.base_url,
+            api_key=self.api_key,
+            body=self.body,
+            extra_headers=self.extra_headers,
+            deadlines=Deadlines.from_settings(),
+            cancel=self.cancel,
+            max_retries=settings.UPSTREAM_MAX_RETRIES,
+            max_retry_wait=settings.UPSTREAM_MAX_RETRY_WAIT,
+        )
+        self.stream = stream
+        next_checkpoint = time.monotonic() + settings.RELAY_CHECKPOINT_SECONDS
+        for chunk in stream:
+            deltas = self.acc.apply(chunk)
+            if deltas:
+                self._add(deltas)
+            if time.monotonic() >= next_checkpoint:
+                self._checkpoint()
+                next_checkpoint = time.monotonic() + settings.RELAY_CHECKPOINT_SECONDS
+
+    def _add(self, deltas: list[dict]) -> None:
+        if self.first_token_at is None and any(
+            "content" in d or "reasoning" in d or "tool_calls" in d for d in deltas
+        ):
+            self.first_token_at = time.monotonic()
+        schedule = False
+        with self.lock:
+            for delta in deltas:
+                parts = self.pending.setdefault(delta["index"], {})
+                for name in ("content", "reasoning", "tool_calls", "logprobs"):
+                    if name in delta:
+                        parts.setdefault(name, []).extend(
+                            delta[name] if isinstance(delta[name], list) else (delta[name],)
+                        )
+                        if name == "content":
+                            self.output_chars += len(delta[name])
+                if "finish_reason" in delta:
+                    parts["finish_reason"] = delta["finish_reason"]
+            if not self.flush_scheduled:
+                self.flush_scheduled = schedule = True
+        if schedule:
+            self.loop.call_soon_threadsafe(self._schedule_flush)
+        if self.output_chars > settings.RELAY_MAX_OUTPUT_CHARS:
+            raise UpstreamError(
+                f"The answer passed the {settings.RELAY_MAX_OUTPUT_CHARS:,} character limit "
+                "(PLAYGROUND_MAX_OUTPUT_CHARS) and was cut there."
+            )
+
+    def _wall(self, moment: float | None):
+        return self.t0_wall + timedelta(seconds=moment - self.t0_mono) if moment else None
+
+    def _checkpoint(self) -> None:
+        with self.lock:
+            self._seal()
+            seq, choices, flush = self.seq, self.acc.state(), bool(self.sealed)
+            if flush and not self.flush_scheduled:
+                self.flush_scheduled = True
+            else:
+                flush = False
+        if flush:
+            self.loop.call_soon_threadsafe(self._schedule_flush)
+        Run.objects.filter(id=self.run_id).update(
+            output=choices,
+            last_seq=seq,
+            heartbeat_at=timezone.now(),
+            first_byte_at=self._wall(self.stream.first_byte_at),
+            first_token_at=self._wall(self.first_token_at),
+        )
+
+    def _finish(self, outcome: str, error: UpstreamError | None) -> None:
+        with self.lock:
+            self._seal()
+            self.seq += 1
+            self.status = outcome
+            done_seq, choices = self.seq, self.acc.state()
+        run = Run.objects.select_related("conversation", "user").get(id=self.run_id)
+        stream = getattr(self, "stream", None)
+        run.status = outcome
+        run.output = choices
+        run.finish_reasons = [c["finish_reason"] for c in choices]
+        run.last_seq = done_seq
+        run.finished_at = timezone.now()
+        run.first_byte_at = self._wall(stream.first_byte_at if stream else None)
+        run.first_token_at = self._wall(self.first_token_at)
+        run.response_status = stream.status if stream else None
+        if error is not None:
+            run.error_kind, run.error_message = error.kind, error.message
+        record_usage(run, self.acc)
+        messages = save_answer(run)
+        event = done_event(run, messages)
+        try:
+            asyncio.run_coroutine_threadsafe(self._publish_done(event), self.loop).result(timeout=10)
+        except Exception:
+            log.warning("run %s: the final event could not be published", self.run_id)
+
+
+def done_event(run: Run, messages: list[Message]) -> dict:
+    """The last event of a run: its complete state, so a client that missed deltas heals."""
+    return {
+        "type": "run.done",
+        "run": run.to_dict(),
+        "seq": run.last_seq,
+        "messages": [m.to_dict() for m in messages],
+    }
+
+
+def record_usage(run: Run, acc: Accumulator) -> None:
+    """Usage as reported by the relay, else an estimate flagged as estimated."""
+    reported = acc.usage
+    if reported and reported.completion_tokens is not None:
+        run.prompt_tokens = reported.prompt_tokens
+        run.completion_tokens = reported.completion_tokens
+        run.total_tokens = reported.total_tokens
+        if run.total_tokens is None and reported.prompt_tokens is not None:
+            run.total_tokens = reported.prompt_tokens + reported.completion_tokens
+        run.reasoning_tokens = reported.reasoning_tokens
+        run.cached_tokens = reported.cached_tokens
+        run.usage_estimated = False
+        return
+    run.prompt_tokens = count_prompt_tokens(run.request_body.get("messages") or [])
+    run.completion_tokens = sum(
+        count_tokens(c["content"]) + count_tokens(c["reasoning"]) for c in run.output
+    )
+    run.total_tokens = run.prompt_tokens + run.completion_tokens
+    run.usage_estimated = True
+
+
+@transaction.atomic
+def save_answer(run: Run) -> list[Message]:
+    """Write the final run and its answer (one message per choice; the first continues)."""
+    run.save()
+    messages = [
+        Message(
+            conversation_id=run.conversation_id,
+            position=run.position,
+            role=Message.Role.ASSISTANT,
+            content=choice["content"],
+            reasoning=choice["reasoning"],
+            tool_calls=choice["tool_calls"],
+            run=run,
+            choice_index=choice["index"],
+            in_history=choice["index"] == min(c["index"] for c in run.output),
+        )
+        for choice in run.output
+        if choice["content"] or choice["tool_calls"] or choice["reasoning"]
+    ]
+    Message.objects.bulk_create(messages)
+    Conversation.objects.filter(id=run.conversation_id).update(updated_at=timezone.now())
+    return list(Message.objects.filter(run=run))
+
+
+# ---------------------------------------------------------------------------- the process
+
+
+class Process:
+    """What one server process owns: its loop, stream slots, runs and control channel."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.channel: str = ""
+        self.runs: dict[int, RunHandle] = {}
+        self.slots = threading.BoundedSemaphore(settings.RELAY_MAX_STREAMS)
+        self.executor = ThreadPoolExecutor(settings.RELAY_MAX_STREAMS, thread_name_prefix="relay")
+        self._heartbeat: threading.Thread | None = None
+        self._started = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is loop and self.channel:
+            return
+        async with self._lock_for(loop):
+            if self.loop is loop and self.channel:
+                return
+            layer = get_channel_layer()
+            self.channel = await layer.new_channel("relay.")
+            self.loop = loop
+            loop.create_task(self._listen(self.channel))
+            if self._heartbeat is None or not self._heartbeat.is_alive():
+                self._heartbeat = threading.Thread(target=self._beat, name="relay-heartbeat", daemon=True)
+                self._heartbeat.start()
+
+    def _lock_for(self, loop) -> asyncio.Lock:
+        # asyncio.Lock binds to the first loop that waits on it; tests use many loops.
+        if getattr(self, "_lock_loop", None) is not loop:
+            self._started, self._lock_loop = asyncio.Lock(), loop
+        return self._started
+
+    async def _listen(self, channel: str) -> None:
+        layer = get_channel_layer()
+        while True:
+            message = await layer.receive(channel)
+            handle = self.runs.get(message.get("run"))
+            if message["type"] == "run.stop" and handle:
+                handle.cancel.cancel()
+            elif message["type"] == "run.snapshot_request":
+                reply = {"type": "run.snapshot", "run": message["run"]}
+                reply["snapshot"] = handle.snapshot() if handle else None
+                await layer.send(message["reply_to"], reply)
+
+    def _beat(self) -> None:
+        interval = settings.RELAY_HEARTBEAT_SECONDS
+        while True:
+            time.sleep(interval)
+            try:
+                if self.runs:
+                    Run.objects.filter(id__in=list(self.runs)).update(heartbeat_at=timezone.now())
+                reconcile_stale_runs()
+            except Exception:
+                log.exception("relay heartbeat failed")
+            finally:
+                close_old_connections()
+
+
+process = Process()
+
+
+def reconcile_stale_runs() -> list[Run]:
+    """Mark runs whose owning process stopped beating as interrupted, keeping their text.
+
+    Safe to run in every process at any time: a run is only touched once its
+    heartbeat is older than PLAYGROUND_STALE_AFTER_SECONDS, and the conditional
+    update lets exactly one process claim it.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.RELAY_STALE_AFTER_SECONDS)
+    stale = Run.objects.filter(status__in=Run.ACTIVE).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, submitted_at__lt=cutoff)
+    )
+    done = []
+    for run in stale.exclude(id__in=list(process.runs)):
+        claimed = Run.objects.filter(id=run.id, status__in=Run.ACTIVE, heartbeat_at=run.heartbeat_at)
+        if not claimed.update(status=Run.Status.INTERRUPTED):
+            continue
+        run.status = Run.Status.INTERRUPTED
+        run.finished_at = timezone.now()
+        run.error_kind, run.error_message = "interrupted", INTERRUPTED_MESSAGE
+        run.finish_reasons = [c.get("finish_reason") for c in run.output]
+        run.last_seq += 1
+        record_usage(run, Accumulator())
+        messages = save_answer(run)
+        publish_from_thread(
+            run.conversation.group_name,
+            done_event(run, messages),
+        )
+        log.info("run %s was left streaming by a stopped process; marked interrupted", run.id)
+        done.append(run)
+    return done
+
+
+def publish_from_thread(group: str, event: dict) -> None:
+    """group_send from a thread we own: on the server loop (a new loop loses messages)."""
+    loop = process.loop
+    if loop is None or loop.is_closed():
+        return
+    layer = get_channel_layer()
+    try:
+        asyncio.run_coroutine_threadsafe(layer.group_send(group, event), loop).result(timeout=5)
+    except Exception:
+        log.warning("could not publish %s to %s", event.get("type"), group)

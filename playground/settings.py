@@ -1,0 +1,185 @@
+"""Settings, every knob an environment variable with a default that works on a laptop.
+
+The README lists each variable; `tests/test_docs.py` fails when one is missing there.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str) -> bool:
+    return os.getenv(name, default).strip().lower() in ("1", "true", "yes", "on")
+
+
+def envint(name: str, default: int) -> int:
+    return int(os.getenv(name, str(default)))
+
+
+def envfloat(name: str, default: float) -> float:
+    return float(os.getenv(name, str(default)))
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+DEBUG = envbool("DEBUG", "1")
+SECRET_KEY = os.getenv("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "dev-only-insecure-secret-key"  # noqa: S105 - only ever used with DEBUG on
+
+# Never "*": AllowedHostsOriginValidator treats it as "allow every Origin".
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "playground",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "playground.urls"
+ASGI_APPLICATION = "playground.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATA_DIR = Path(os.getenv("PLAYGROUND_DATA_DIR", BASE_DIR / "var"))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'playground.sqlite3'}"),
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + a busy timeout: relay threads write while page views read.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": os.getenv("TEST_SQLITE_NAME") or None}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.getenv("REDIS_URL", "")
+# Bounded per-connection queue: a websocket client that falls further behind than this
+# many undelivered messages is disconnected and resyncs from a snapshot on reconnect.
+CHANNEL_CAPACITY = envint("PLAYGROUND_CHANNEL_CAPACITY", 200)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": CHANNEL_CAPACITY,
+                "prefix": os.getenv("PLAYGROUND_CHANNEL_PREFIX", "playground"),
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "0")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# Provider API keys are encrypted with these Fernet keys (comma-separated, newest first).
+# Unset: a key file in PLAYGROUND_DATA_DIR, created on first use. Never SECRET_KEY.
+ENCRYPTION_KEYS = envlist("PLAYGROUND_ENCRYPTION_KEYS", "")
+ENCRYPTION_KEY_FILE = DATA_DIR / "encryption.keys"
+
+# The relay: a dedicated, capped pool of threads, one per streaming run.
+RELAY_MAX_STREAMS = envint("PLAYGROUND_MAX_STREAMS", 128)
+RELAY_COALESCE_MS = envfloat("PLAYGROUND_COALESCE_MS", 16)
+RELAY_CHECKPOINT_SECONDS = envfloat("PLAYGROUND_CHECKPOINT_SECONDS", 1.0)
+RELAY_HEARTBEAT_SECONDS = envfloat("PLAYGROUND_HEARTBEAT_SECONDS", 5.0)
+RELAY_STALE_AFTER_SECONDS = envfloat("PLAYGROUND_STALE_AFTER_SECONDS", 20.0)
+RELAY_MAX_OUTPUT_CHARS = envint("PLAYGROUND_MAX_OUTPUT_CHARS", 2_000_000)
+
+# Upstream deadlines (seconds) and retries.
+UPSTREAM_CONNECT_TIMEOUT = envfloat("PLAYGROUND_CONNECT_TIMEOUT", 10)
+UPSTREAM_FIRST_BYTE_TIMEOUT = envfloat("PLAYGROUND_FIRST_BYTE_TIMEOUT", 120)
+UPSTREAM_IDLE_TIMEOUT = envfloat("PLAYGROUND_IDLE_TIMEOUT", 60)
+UPSTREAM_TOTAL_TIMEOUT = envfloat("PLAYGROUND_TOTAL_TIMEOUT", 900)
+UPSTREAM_MAX_RETRIES = envint("PLAYGROUND_MAX_RETRIES", 2)
+UPSTREAM_MAX_RETRY_WAIT = envfloat("PLAYGROUND_MAX_RETRY_WAIT", 20)
+
+# The built-in demo relay.
+DEMO_TOKENS_PER_SECOND = envfloat("PLAYGROUND_DEMO_TOKENS_PER_SECOND", 40)
+# Where the Demo provider is reached. Unset: this server's own listening address.
+DEMO_BASE_URL = os.getenv("PLAYGROUND_DEMO_BASE_URL", "")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # urllib3 logs full URLs and retries at DEBUG; keep it quiet whatever LOG_LEVEL says.
+        "urllib3": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,712 @@
+"""The only module that speaks HTTP to relays (requests + sseclient-py).
+
+`ChatStream` sends one `POST {base_url}/chat/completions` and yields each
+`chat.completion.chunk` as soon as its bytes arrive, whether the relay streams
+(SSE, chunked or close-delimited) or answers with one JSON body. `Accumulator`
+folds chunks into choices, tool calls and usage. Failures raise one small
+hierarchy rooted at `UpstreamError`, whose `message` is fit to show a user and
+never contains the API key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import sseclient
+import urllib3
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from playground.keys import mask
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_TEXT = 400
+READ_SIZE = 65536
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class UpstreamError(Exception):
+    """A relay failure, with a message fit for the person who sent the prompt."""
+
+    kind = "upstream"
+    retryable = False
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+class HTTPStatusError(UpstreamError):
+    kind = "http_error"
+
+
+class AuthError(HTTPStatusError):
+    kind = "auth"
+
+
+class RateLimited(HTTPStatusError):
+    kind = "rate_limited"
+    retryable = True
+
+
+class ServerError(HTTPStatusError):
+    kind = "server_error"
+    retryable = True
+
+
+class ConnectError(UpstreamError):
+    kind = "connect"
+    retryable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    kind = "timeout"
+    retryable = True
+
+
+class ProtocolError(UpstreamError):
+    """The relay answered something that is not the chat completions protocol."""
+
+    kind = "protocol"
+
+
+class IncompleteStream(UpstreamError):
+    kind = "incomplete"
+
+
+class StreamErrorEvent(UpstreamError):
+    kind = "stream_error"
+
+
+class Cancelled(UpstreamError):
+    kind = "stopped"
+
+
+# ---------------------------------------------------------------------------- deadlines, cancel
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Seconds. requests' read timeout is per socket read, so idle and total are ours."""
+
+    connect: float = 10.0
+    first_byte: float = 120.0
+    idle: float = 60.0
+    total: float = 900.0
+
+    @classmethod
+    def from_settings(cls) -> Deadlines:
+        return cls(
+            connect=settings.UPSTREAM_CONNECT_TIMEOUT,
+            first_byte=settings.UPSTREAM_FIRST_BYTE_TIMEOUT,
+            idle=settings.UPSTREAM_IDLE_TIMEOUT,
+            total=settings.UPSTREAM_TOTAL_TIMEOUT,
+        )
+
+
+class CancelToken:
+    """Stops a stream from another thread within a socket round trip.
+
+    Closing a response while another thread blocks in recv() can hang, so cancel()
+    shuts the socket down instead; the blocked read then returns at once.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def attach(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._sock = sock
+            if self._event.is_set():
+                self._shutdown()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            self._shutdown()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True when cancelled meanwhile."""
+        return self._event.wait(seconds)
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+# The connection classes below hand each new socket to the token of the stream
+# being opened on this thread; one Session per stream keeps that unambiguous.
+_current = threading.local()
+
+
+def _attach_current(sock: socket.socket | None) -> None:
+    token = getattr(_current, "token", None)
+    if token is not None:
+        token.attach(sock)
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _attach_current(self.sock)
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _attach_current(self.sock)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _CancellableAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def new_session() -> requests.Session:
+    session = requests.Session()
+    # No proxies or .netrc from the environment: a key only goes where it was saved for.
+    session.trust_env = False
+    adapter = _CancellableAdapter(max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def chat_url(base_url: str) -> str:
+    return base_url.rstrip("/") + "/chat/completions"
+
+
+def build_headers(api_key: str, extra: dict[str, str] | None, *, stream: bool) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+        # Compressed streams are buffered by the decoder; ask for bytes as they are made.
+        "Accept-Encoding": "identity",
+        "User-Agent": "relay-playground/0.1",
+    }
+    headers.update(extra or {})
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def masked_headers(headers: dict[str, str]) -> dict[str, str]:
+    shown = dict(headers)
+    if "Authorization" in shown:
+        shown["Authorization"] = "Bearer " + mask(shown["Authorization"].removeprefix("Bearer "))
+    return shown
+
+
+def scrub(text: str, secret: str) -> str:
+    """Remove a key (and its bare form) from text a relay sent back."""
+    if secret:
+        text = text.replace(secret, "[api key]")
+    return text
+
+
+def relay_error_text(body: bytes, secret: str) -> str:
+    """The relay's own words from an error body: JSON error.message, else the text."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            text = str(err.get("message") or err.get("msg") or err.get("detail") or err)
+        elif isinstance(err, str):
+            text = err
+    text = " ".join(text.split())
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[:MAX_ERROR_TEXT] + "…"
+    return scrub(text, secret)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def status_error(status: int, body: bytes, headers: Any, secret: str) -> HTTPStatusError:
+    said = relay_error_text(body, secret) or "(no error text)"
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    if status in (401, 403):
+        what = "rejected the API key" if status == 401 else "refused access"
+        return AuthError(f"The relay {what} (HTTP {status}): {said}", status=status)
+    if status == 429:
+        wait = f" It asked to wait {retry_after:.0f} s." if retry_after is not None else ""
+        return RateLimited(
+            f"The relay is rate-limiting requests (HTTP 429): {said}.{wait}",
+            status=status,
+            retry_after=retry_after,
+        )
+    if status == 404:
+        return HTTPStatusError(
+            f"The relay has no such endpoint or model (HTTP 404): {said}. "
+            "Check the base URL (it usually ends in /v1) and the model name.",
+            status=status,
+        )
+    if 300 <= status < 400:
+        where = headers.get("Location", "elsewhere")
+        return HTTPStatusError(
+            f"The relay redirected (HTTP {status}) to {where}; "
+            "save that address as the provider's base URL.",
+            status=status,
+        )
+    if status >= 500:
+        return ServerError(f"The relay failed (HTTP {status}): {said}", status=status)
+    return HTTPStatusError(f"The relay refused the request (HTTP {status}): {said}", status=status)
+
+
+def connect_error(exc: Exception, url: str) -> UpstreamError:
+    host = urlsplit(url).netloc
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return ConnectError(f"The TLS handshake with {host} failed; check the base URL's scheme.")
+    if "Name or service not known" in text or "getaddrinfo" in text or "NameResolution" in text:
+        return ConnectError(f"Could not resolve the relay's host name {host}.")
+    if "refused" in text.lower():
+        return ConnectError(f"Could not connect to {host}: connection refused.")
+    return ConnectError(f"Could not connect to {host}: the connection failed.")
+
+
+def completion_as_chunk(data: dict) -> dict:
+    """A non-streamed chat.completion, reshaped as one chunk so callers see one shape."""
+    choices = []
+    for position, choice in enumerate(data.get("choices") or []):
+        message = dict(choice.get("message") or {})
+        calls = message.get("tool_calls")
+        if calls:
+            message["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
+        choices.append(
+            {
+                "index": choice.get("index", position),
+                "delta": message,
+                "finish_reason": choice.get("finish_reason"),
+                "logprobs": choice.get("logprobs"),
+            }
+        )
+    return {
+        "id": data.get("id"),
+        "model": data.get("model"),
+        "choices": choices,
+        "usage": data.get("usage"),
+    }
+
+
+# ---------------------------------------------------------------------------- the stream
+
+
+@dataclass
+class ChatStream:
+    """One chat completion request. Iterate it for chunk dicts, in arrival order.
+
+    After iteration: `status`, `response_headers`, `first_byte_at` (monotonic),
+    `frames` (raw SSE data with arrival offsets, capped) and `retries` describe
+    what happened on the wire.
+    """
+
+    base_url: str
+    api_key: str
+    body: dict
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    cancel: CancelToken = field(default_factory=CancelToken)
+    max_retries: int = 2
+    max_retry_wait: float = 20.0
+    sleep: Callable[[float], bool] | None = None
+    status: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    first_byte_at: float | None = None
+    retries: int = 0
+
+    def __post_init__(self) -> None:
+        self.started_at = time.monotonic()
+        self._last_data_at = self.started_at
+        self.streaming = bool(self.body.get("stream"))
+        self.headers = build_headers(self.api_key, self.extra_headers, stream=self.streaming)
+
+    @property
+    def url(self) -> str:
+        return chat_url(self.base_url)
+
+    def __iter__(self) -> Iterator[dict]:
+        session = new_session()
+        _current.token = self.cancel
+        try:
+            response = self._open(session)
+            content_type = response.headers.get("Content-Type", "")
+            if self.streaming and "text/event-stream" in content_type:
+                yield from self._events(response)
+            else:
+                yield self._single(response, content_type)
+        finally:
+            _current.token = None
+            session.close()
+
+    # -- opening, with retries before any output
+
+    def _open(self, session: requests.Session) -> requests.Response:
+        attempt = 0
+        while True:
+            response = self._post(session)
+            if 200 <= response.status_code < 300:
+                return response
+            body = self._read_all(response, limit=64 * 1024)
+            error = status_error(response.status_code, body, response.headers, self.api_key)
+            response.close()
+            if not isinstance(error, RateLimited) or attempt >= self.max_retries:
+                if attempt:
+                    error.message += f" (gave up after {attempt + 1} attempts)"
+                raise error
+            attempt += 1
+            self.retries = attempt
+            self._wait(error.retry_after, attempt)
+
+    def _wait(self, retry_after: float | None, attempt: int) -> None:
+        backoff = retry_after if retry_after is not None else 2 ** (attempt - 1)
+        backoff = min(backoff, self.max_retry_wait) * (1 + random.uniform(0, 0.1))
+        remaining = self.deadlines.total - (time.monotonic() - self.started_at)
+        if backoff >= remaining:
+            raise UpstreamTimeout("The relay kept rate-limiting past the time limit for an answer.")
+        log.info("rate-limited by %s; retrying in %.1f s", urlsplit(self.url).netloc, backoff)
+        if self.cancel.wait(backoff):
+            raise Cancelled("Stopped.")
+
+    def _post(self, session: requests.Session) -> requests.Response:
+        if self.cancel.cancelled:
+            raise Cancelled("Stopped before the request was sent.")
+        try:
+            response = session.post(
+                self.url,
+                data=json.dumps(self.body, ensure_ascii=False).encode(),
+                headers=self.headers,
+                stream=True,
+                allow_redirects=False,
+                timeout=(self.deadlines.connect, self.deadlines.first_byte),
+            )
+        except requests.exceptions.ConnectTimeout:
+            self._raise_if_cancelled()
+            raise UpstreamTimeout(
+                f"Could not connect to the relay within {self.deadlines.connect:g} s."
+            ) from None
+        except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
+            self._raise_if_cancelled()
+            raise UpstreamTimeout(
+                f"The relay sent no response within {self.deadlines.first_byte:g} s."
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            self._raise_if_cancelled()
+            raise connect_error(exc, self.url) from None
+        self.first_byte_at = time.monotonic()
+        self.status = response.status_code
+        self.response_headers = dict(response.headers)
+        self._last_data_at = self.first_byte_at
+        sock = _socket_of(response)
+        if sock is not None:
+            sock.settimeout(min(self.deadlines.idle, self.deadlines.total))
+        return response
+
+    def _raise_if_cancelled(self) -> None:
+        if self.cancel.cancelled:
+            raise Cancelled("Stopped.")
+
+    # -- reading
+
+    def _pieces(self, response: requests.Response) -> Iterator[bytes]:
+        """Bytes as they arrive: read1 returns what one recv gave, chunked or not."""
+        raw = response.raw
+        while True:
+            now = time.monotonic()
+            if now - self.started_at > self.deadlines.total:
+                raise UpstreamTimeout(
+                    f"The answer took longer than the {self.deadlines.total:g} s limit."
+                )
+            if now - self._last_data_at > self.deadlines.idle:
+                # Keep-alive comments reset the socket timeout but not this one.
+                raise UpstreamTimeout(f"The relay sent nothing for {self.deadlines.idle:g} s.")
+            try:
+                piece = raw.read1(READ_SIZE)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError, socket.timeout):
+                self._raise_if_cancelled()
+                raise UpstreamTimeout(
+                    f"The relay sent nothing for {self.deadlines.idle:g} s."
+                ) from None
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                self._raise_if_cancelled()
+                raise IncompleteStream(
+                    f"The connection to the relay broke mid-answer ({type(exc).__name__})."
+                ) from None
+            if not piece:
+                self._raise_if_cancelled()
+                return
+            yield piece
+
+    def _read_all(self, response: requests.Response, limit: int = 32 * 1024 * 1024) -> bytes:
+        chunks = []
+        size = 0
+        for piece in self._pieces(response):
+            self._last_data_at = time.monotonic()
+            chunks.append(piece)
+            size += len(piece)
+            if size > limit:
+                break
+        return b"".join(chunks)
+
+    def _events(self, response: requests.Response) -> Iterator[dict]:
+        done = False
+        for event in sseclient.SSEClient(self._pieces(response)).events():
+            self._last_data_at = time.monotonic()
+            data = event.data
+            if data.strip() == "[DONE]":
+                done = True
+                break
+            chunk = self._decode(data)
+            if event.event == "error" or "error" in chunk:
+                raise StreamErrorEvent(
+                    "The relay reported an error mid-answer: "
+                    + relay_error_text(data.encode(), self.api_key)
+                )
+            yield chunk
+        response.close()
+        if not done:
+            self._raise_if_cancelled()
+            raise IncompleteStream(
+                "The stream ended before the relay said it was done (no [DONE]); "
+                "the answer may be cut off."
+            )
+
+    def _decode(self, data: str) -> dict:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise ProtocolError(
+                "The relay sent an event that is not valid JSON: "
+                + scrub(data[:120], self.api_key)
+            ) from None
+        if not isinstance(chunk, dict):
+            raise ProtocolError("The relay sent an event that is not a JSON object.")
+        return chunk
+
+    def _single(self, response: requests.Response, content_type: str) -> dict:
+        body = self._read_all(response)
+        text = body.decode("utf-8", "replace")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not (data.get("choices") or data.get("error")):
+            asked = "a stream" if self.streaming else "a JSON answer"
+            kind = content_type.split(";")[0] or "no content type"
+            snippet = " ".join(scrub(text[:120], self.api_key).split())
+            raise ProtocolError(
+                f"Asked for {asked} but the relay answered with {kind}: {snippet!r}. "
+                "Check the base URL."
+            )
+        if data.get("error"):
+            raise StreamErrorEvent("The relay reported an error: " + relay_error_text(body, self.api_key))
+        return completion_as_chunk(data)
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    connection = getattr(response.raw, "_connection", None)
+    return getattr(connection, "sock", None)
+
+
+def list_models(base_url: str, api_key: str, extra_headers: dict | None = None) -> list[str]:
+    """GET {base_url}/models; the model ids, sorted. Raises UpstreamError."""
+    url = base_url.rstrip("/") + "/models"
+    headers = build_headers(api_key, extra_headers, stream=False)
+    headers.pop("Content-Type")
+    with new_session() as session:
+        try:
+            response = session.get(url, headers=headers, timeout=(5, 10), allow_redirects=False)
+        except requests.exceptions.Timeout:
+            raise UpstreamTimeout("The relay did not list its models within 10 s.") from None
+        except requests.exceptions.RequestException as exc:
+            raise connect_error(exc, url) from None
+        if response.status_code != 200:
+            raise status_error(response.status_code, response.content, response.headers, api_key)
+        try:
+            data = response.json()
+        except ValueError:
+            raise ProtocolError("The relay's model list is not JSON.") from None
+    items = data.get("data", []) if isinstance(data, dict) else data
+    return sorted({str(item["id"]) for item in items if isinstance(item, dict) and "id" in item})
+
+
+# ---------------------------------------------------------------------------- accumulating
+
+
+@dataclass
+class Choice:
+    index: int
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict] = field(default_factory=dict)
+    logprobs: list[dict] = field(default_factory=list)
+    finish_reason: str | None = None
+    role: str = "assistant"
+
+    def state(self) -> dict:
+        return {
+            "index": self.index,
+            "content": "".join(self.content),
+            "reasoning": "".join(self.reasoning),
+            "tool_calls": [self.tool_calls[i] for i in sorted(self.tool_calls)] or None,
+            "logprobs": self.logprobs or None,
+            "finish_reason": self.finish_reason,
+        }
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+
+    @classmethod
+    def parse(cls, data: dict) -> Usage:
+        completion_details = data.get("completion_tokens_details") or {}
+        prompt_details = data.get("prompt_tokens_details") or {}
+        cached = prompt_details.get("cached_tokens", data.get("prompt_cache_hit_tokens"))
+        return cls(
+            prompt_tokens=_int(data.get("prompt_tokens")),
+            completion_tokens=_int(data.get("completion_tokens")),
+            total_tokens=_int(data.get("total_tokens")),
+            reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
+            cached_tokens=_int(cached),
+        )
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+class Accumulator:
+    """Folds chunks into choices. `apply` returns the visible delta, for relaying."""
+
+    def __init__(self) -> None:
+        self.choices: dict[int, Choice] = {}
+        self.usage: Usage | None = None
+        self.model: str | None = None
+
+    def apply(self, chunk: dict) -> list[dict]:
+        if chunk.get("usage"):
+            self.usage = Usage.parse(chunk["usage"])
+        if self.model is None and chunk.get("model"):
+            self.model = chunk["model"]
+        deltas = []
+        for raw in chunk.get("choices") or ():
+            delta = self._apply_choice(raw)
+            if delta:
+                deltas.append(delta)
+        return deltas
+
+    def _apply_choice(self, raw: dict) -> dict | None:
+        index = raw.get("index", 0)
+        choice = self.choices.get(index)
+        if choice is None:
+            choice = self.choices[index] = Choice(index)
+        delta = raw.get("delta") or raw.get("message") or {}
+        out: dict[str, Any] = {}
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            choice.content.append(text)
+            out["content"] = text
+        for name in REASONING_FIELDS:
+            thought = delta.get(name)
+            if isinstance(thought, str) and thought:
+                choice.reasoning.append(thought)
+                out["reasoning"] = out.get("reasoning", "") + thought
+        if delta.get("tool_calls"):
+            out["tool_calls"] = self._apply_tool_calls(choice, delta["tool_calls"])
+        logprobs = (raw.get("logprobs") or {}).get("content")
+        if logprobs:
+            choice.logprobs.extend(logprobs)
+            out["logprobs"] = logprobs
+        if raw.get("finish_reason"):
+            choice.finish_reason = raw["finish_reason"]
+            out["finish_reason"] = raw["finish_reason"]
+        if not out:
+            return None
+        out["index"] = index
+        return out
+
+    @staticmethod
+    def _apply_tool_calls(choice: Choice, fragments: list[dict]) -> list[dict]:
+        for position, fragment in enumerate(fragments):
+            index = fragment.get("index", position)
+            call = choice.tool_calls.setdefault(
+                index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            if fragment.get("id"):
+                call["id"] = fragment["id"]
+            if fragment.get("type"):
+                call["type"] = fragment["type"]
+            function = fragment.get("function") or {}
+            call["function"]["name"] += function.get("name") or ""
+            arguments = function.get("arguments")
+            if isinstance(arguments, dict):  # some relays send parsed arguments
+                arguments = json.dumps(arguments)
+            call["function"]["arguments"] += arguments or ""
+        return fragments
+
+    def state(self) -> list[dict]:
+        return [self.choices[i].state() for i in sorted(self.choices)]
+
+    @property
+    def has_output(self) -> bool:
+        return any(c.content or c.reasoning or c.tool_calls for c in self.choices.values())

@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from playground import demo, views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("c/<int:conversation_id>/", views.index, name="conversation"),
+    path("api/conversations/", views.conversations, name="api-conversations"),
+    path("api/conversations/<int:conversation_id>/", views.conversation, name="api-conversation"),
+    path("api/conversations/<int:conversation_id>/runs/", views.submit_run, name="api-submit"),
+    path("api/runs/<int:run_id>/", views.run_detail, name="api-run"),
+    path("api/runs/<int:run_id>/stop/", views.stop_run, name="api-stop"),
+    path("api/providers/<int:provider_id>/models/", views.provider_models, name="api-models"),
+    path("demo/v1/chat/completions", demo.chat_completions, name="demo-chat"),
+    path("demo/v1/models", demo.models, name="demo-models"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,336 @@
+from __future__ import annotations
+
+import json
+from functools import wraps
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.db.models import Max
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from playground import relay
+from playground.keys import KeyDecryptError
+from playground.forms import PARAMETERS, Invalid, build_body, clean_submission
+from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
+from playground.upstream import UpstreamError, build_headers, list_models, masked_headers
+
+
+class Forbidden(Exception):
+    pass
+
+
+def json_error(status: int, message: str, **extra) -> JsonResponse:
+    return JsonResponse({"error": message, **extra}, status=status)
+
+
+def api(view):
+    """JSON API views: 401 instead of a login redirect, 403/404 as JSON."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return json_error(401, "Log in first.")
+        try:
+            return view(request, *args, **kwargs)
+        except Forbidden as exc:
+            return json_error(403, str(exc) or "Your role does not allow that.")
+        except Http404:
+            return json_error(404, "Not found, or not in your workspaces.")
+
+    return wrapper
+
+
+def read_json(request: HttpRequest) -> dict:
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        raise Invalid({"body": "is not valid JSON"}) from None
+    if not isinstance(data, dict):
+        raise Invalid({"body": "must be a JSON object"})
+    return data
+
+
+def membership_for(user, workspace_id: int) -> Membership:
+    membership = Membership.objects.filter(user=user, workspace_id=workspace_id).first()
+    if membership is None:
+        raise Http404
+    return membership
+
+
+def conversation_for(user, conversation_id: int, *, write: bool = False) -> Conversation:
+    conversation = get_object_or_404(Conversation, id=conversation_id)
+    membership = membership_for(user, conversation.workspace_id)
+    if write and not membership.can_run:
+        raise Forbidden("Viewers can watch conversations but not change them.")
+    return conversation
+
+
+def current_workspace(request: HttpRequest) -> Workspace:
+    memberships = Membership.objects.filter(user=request.user).select_related("workspace")
+    wanted = request.GET.get("workspace") or request.session.get("workspace")
+    chosen = next((m for m in memberships if str(m.workspace_id) == str(wanted)), None)
+    chosen = chosen or memberships.order_by("id").first()
+    if chosen is None:
+        raise Http404("You are not a member of any workspace; ask an admin to add you.")
+    request.session["workspace"] = chosen.workspace_id
+    return chosen.workspace
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+@login_required
+def index(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
+    workspace = current_workspace(request)
+    if conversation_id is not None:
+        conversation = conversation_for(request.user, conversation_id)
+        if conversation.workspace_id != workspace.id:
+            workspace = conversation.workspace
+            request.session["workspace"] = workspace.id
+    config = {
+        "workspace": workspace.id,
+        "conversation": conversation_id,
+        "user": request.user.get_username(),
+        "canRun": membership_for(request.user, workspace.id).can_run,
+        "providers": [p.to_dict() for p in workspace.providers.filter(enabled=True).order_by("-is_demo", "name")],
+        "parameters": PARAMETERS,
+    }
+    workspaces = Workspace.objects.filter(memberships__user=request.user).order_by("name")
+    return render(
+        request,
+        "playground/index.html",
+        {"config": config, "workspace": workspace, "workspaces": workspaces},
+    )
+
+
+# ---------------------------------------------------------------------------- conversations
+
+
+@require_http_methods(["GET", "POST"])
+@api
+def conversations(request: HttpRequest) -> JsonResponse:
+    workspace = current_workspace(request)
+    if request.method == "POST":
+        if not membership_for(request.user, workspace.id).can_run:
+            raise Forbidden("Viewers cannot start conversations.")
+        data = read_json_or_400(request)
+        if isinstance(data, JsonResponse):
+            return data
+        title = str(data.get("title") or "New conversation")[:200]
+        conversation = Conversation.objects.create(workspace=workspace, creator=request.user, title=title)
+        return JsonResponse(conversation.to_dict(), status=201)
+    items = workspace.conversations.select_related("creator")[:500]
+    return JsonResponse({"conversations": [c.to_dict() for c in items]})
+
+
+def read_json_or_400(request: HttpRequest) -> dict | JsonResponse:
+    try:
+        return read_json(request)
+    except Invalid as exc:
+        return json_error(400, str(exc), fields=exc.errors)
+
+
+@require_http_methods(["GET", "PATCH", "DELETE"])
+@api
+def conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
+    conv = conversation_for(request.user, conversation_id, write=request.method != "GET")
+    if request.method == "DELETE":
+        conv.delete()
+        return JsonResponse({"deleted": conversation_id})
+    if request.method == "PATCH":
+        data = read_json_or_400(request)
+        if isinstance(data, JsonResponse):
+            return data
+        title = str(data.get("title", "")).strip()
+        if not title:
+            return json_error(400, "title: cannot be empty", fields={"title": "cannot be empty"})
+        conv.title = title[:200]
+        conv.save(update_fields=["title"])
+        return JsonResponse(conv.to_dict())
+    return JsonResponse(transcript(conv))
+
+
+def transcript(conv: Conversation) -> dict:
+    runs = conv.runs.select_related("user")
+    return {
+        **conv.to_dict(),
+        "messages": [m.to_dict() for m in conv.messages.all()],
+        "runs": [r.to_dict() for r in runs],
+    }
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+async def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse:
+    """Validate, store the user's message and a queued run, and start the relay."""
+    if request.method != "POST":
+        return json_error(405, "POST a run.")
+    user = await request.auser()
+    if not user.is_authenticated:
+        return json_error(401, "Log in first.")
+    demo_url = demo_base_url(request)
+    await relay.process.ensure_started()
+    try:
+        prepared = await sync_to_async(prepare_run)(user, conversation_id, request.body, demo_url)
+    except Invalid as exc:
+        return json_error(400, str(exc), fields=exc.errors)
+    except Forbidden as exc:
+        return json_error(403, str(exc))
+    except Http404:
+        return json_error(404, "Not found, or not in your workspaces.")
+    except relay.RelayBusy as exc:
+        return json_error(503, exc.message, busy=True)
+    run, api_key, base_url, slot, messages = prepared
+    await relay.start_run(run, api_key, base_url, slot, messages)
+    return JsonResponse({"run": run.to_dict(), "messages": messages}, status=201)
+
+
+def prepare_run(user, conversation_id: int, raw: bytes, demo_url: str):
+    conv = conversation_for(user, conversation_id, write=True)
+    try:
+        data = clean_submission(json.loads(raw or b"null"))
+    except ValueError:
+        raise Invalid({"body": "is not valid JSON"}) from None
+    provider = Provider.objects.filter(
+        id=data["provider"], workspace_id=conv.workspace_id, enabled=True
+    ).first()
+    if provider is None:
+        raise Invalid({"provider": "is not an enabled provider of this workspace"})
+    try:
+        api_key = provider.get_api_key()
+    except KeyDecryptError as exc:
+        raise Invalid({"provider": str(exc)}) from None
+    base_url = demo_url if provider.is_demo else provider.base_url
+    slot = relay.reserve_slot()
+    try:
+        run, messages = create_run(user, conv, provider, data, api_key)
+    except BaseException:
+        slot.release()
+        raise
+    return run, api_key, base_url, slot, messages
+
+
+@transaction.atomic
+def create_run(user, conv: Conversation, provider: Provider, data: dict, api_key: str):
+    conv = Conversation.objects.select_for_update().get(id=conv.id)
+    changed = sync_system_prompt(conv, data["system"])
+    position = (conv.messages.aggregate(top=Max("position"))["top"] or 0) + 1
+    new = []
+    if data["message"] != "":
+        new.append(
+            Message.objects.create(
+                conversation=conv, position=position, role=Message.Role.USER, content=data["message"]
+            )
+        )
+        position += 1
+    body = build_body(data["model"], conv.history(), data["params"], data["extra_body"])
+    headers = masked_headers(build_headers(api_key, provider.extra_headers, stream=bool(body.get("stream"))))
+    run = Run.objects.create(
+        conversation=conv,
+        user=user,
+        provider=provider,
+        provider_name=provider.name,
+        model=data["model"],
+        request_body=body,
+        request_headers=headers,
+        position=position,
+        heartbeat_at=timezone.now(),
+        owner=relay.process.channel,
+    )
+    if conv.title == "New conversation" and data["message"]:
+        conv.title = title_from(data["message"])
+    conv.updated_at = timezone.now()
+    conv.save(update_fields=["title", "updated_at"])
+    return run, [m.to_dict() for m in [*changed, *new]]
+
+
+def sync_system_prompt(conv: Conversation, system: str) -> list[Message]:
+    """The System prompt box edits the conversation's leading system message."""
+    current = conv.messages.filter(position=0, role=Message.Role.SYSTEM).first()
+    if not system:
+        if current:
+            current.delete()
+        return []
+    if current and current.content == system:
+        return []
+    if current:
+        current.content = system
+        current.save(update_fields=["content"])
+        return [current]
+    return [Message.objects.create(conversation=conv, position=0, role=Message.Role.SYSTEM, content=system)]
+
+
+def title_from(content) -> str:
+    text = content if isinstance(content, str) else " ".join(
+        p.get("text", "") for p in content if p.get("type") == "text"
+    )
+    text = " ".join(text.split())
+    return (text[:60] + "…") if len(text) > 60 else (text or "New conversation")
+
+
+def demo_base_url(request: HttpRequest) -> str:
+    """The Demo relay is this server: reach it on the address this request came in on."""
+    from django.conf import settings
+
+    if settings.DEMO_BASE_URL:
+        return settings.DEMO_BASE_URL
+    server = getattr(request, "scope", {}).get("server")
+    if server and server[1]:
+        host = server[0]
+        host = "127.0.0.1" if host in ("0.0.0.0", "", None) else ("::1" if host == "::" else host)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{server[1]}/demo/v1"
+    return request.build_absolute_uri("/demo/v1")
+
+
+async def stop_run(request: HttpRequest, run_id: int) -> JsonResponse:
+    if request.method != "POST":
+        return json_error(405, "POST to stop a run.")
+    user = await request.auser()
+    if not user.is_authenticated:
+        return json_error(401, "Log in first.")
+    try:
+        run = await sync_to_async(run_for)(user, run_id)
+    except Forbidden as exc:
+        return json_error(403, str(exc))
+    except Http404:
+        return json_error(404, "Not found, or not in your workspaces.")
+    stopping = await relay.stop_run(run)
+    return JsonResponse({"run": run_id, "stopping": stopping}, status=202 if stopping else 200)
+
+
+def run_for(user, run_id: int) -> Run:
+    run = get_object_or_404(Run.objects.select_related("conversation"), id=run_id)
+    conversation_for(user, run.conversation_id, write=True)
+    return run
+
+
+@require_GET
+@api
+def run_detail(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = get_object_or_404(Run.objects.select_related("user"), id=run_id)
+    conversation_for(request.user, run.conversation_id)
+    return JsonResponse({**run.to_dict(), "request_body": run.request_body, "request_headers": run.request_headers})
+
+
+# ---------------------------------------------------------------------------- providers
+
+
+@require_GET
+@api
+def provider_models(request: HttpRequest, provider_id: int) -> JsonResponse:
+    provider = get_object_or_404(Provider, id=provider_id)
+    membership_for(request.user, provider.workspace_id)
+    if provider.is_demo:
+        return JsonResponse({"models": provider.to_dict()["models"]})
+    try:
+        models = list_models(provider.base_url, provider.get_api_key(), provider.extra_headers)
+    except UpstreamError as exc:
+        return JsonResponse({"models": [], "error": exc.message})
+    return JsonResponse({"models": models})
+

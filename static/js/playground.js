@@ -1,0 +1,637 @@
+// The playground page: conversations, transcript, composer, parameters, live runs.
+// Model output is untrusted: markdown goes through marked, then DOMPurify.
+import { marked } from "./vendor/marked-18.2.1.esm.js";
+import DOMPurify from "./vendor/purify-3.4.18.esm.js";
+
+const config = JSON.parse(document.getElementById("playground-config").textContent);
+const $ = (id) => document.getElementById(id);
+const els = {
+  list: $("conversation-list"), filter: $("conversation-filter"), title: $("conversation-title"),
+  transcript: $("transcript"), composer: $("composer"), message: $("message"), send: $("send"),
+  stop: $("stop"), error: $("composer-error"), provider: $("provider"), model: $("model"),
+  modelOptions: $("model-options"), modelsNote: $("models-note"), system: $("system"),
+  connection: $("connection"), newConversation: $("new-conversation"), deleteConversation: $("delete-conversation"),
+};
+const ACTIVE = new Set(["queued", "streaming"]);
+const state = { conversation: config.conversation, messages: new Map(), runs: new Map(), socket: null, retry: 0 };
+
+marked.use({ gfm: true, breaks: false });
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A") { node.setAttribute("target", "_blank"); node.setAttribute("rel", "noopener noreferrer"); }
+});
+const renderMarkdown = (text) => DOMPurify.sanitize(marked.parse(text), { USE_PROFILES: { html: true } });
+
+// ------------------------------------------------------------------ HTTP
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+async function api(method, url, body) {
+  const response = await fetch(url, {
+    method,
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  let data = {};
+  try { data = await response.json(); } catch { /* empty or not JSON */ }
+  if (!response.ok) {
+    const error = new Error(data.error || `The server answered ${response.status}.`);
+    error.fields = data.fields || {};
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+// ------------------------------------------------------------------ incremental markdown
+
+// Renders a growing text: finished blocks (up to a blank line outside a code fence)
+// are parsed once and appended; only the tail is re-parsed, at most once a frame.
+class MarkdownView {
+  constructor(container) {
+    this.done = document.createElement("div");
+    this.tail = document.createElement("div");
+    container.append(this.done, this.tail);
+    this.reset("");
+  }
+  reset(text) {
+    this.text = text; this.stable = 0; this.scanned = 0; this.inFence = false;
+    this.done.replaceChildren(); this.tail.replaceChildren();
+    this.dirty = true;
+  }
+  append(text) { this.text += text; this.dirty = true; }
+  advance() {
+    let boundary = this.stable;
+    let lineStart = this.scanned;
+    for (let nl = this.text.indexOf("\n", lineStart); nl !== -1; nl = this.text.indexOf("\n", lineStart)) {
+      const line = this.text.slice(lineStart, nl).trim();
+      if (line.startsWith("```") || line.startsWith("~~~")) this.inFence = !this.inFence;
+      else if (line === "" && !this.inFence) boundary = nl + 1;
+      lineStart = nl + 1;
+    }
+    this.scanned = lineStart;
+    if (boundary > this.stable) {
+      const block = document.createElement("div");
+      block.innerHTML = renderMarkdown(this.text.slice(this.stable, boundary));
+      this.done.append(block);
+      this.stable = boundary;
+    }
+  }
+  render(final = false) {
+    if (final) {
+      this.done.innerHTML = renderMarkdown(this.text);
+      this.tail.replaceChildren();
+      this.stable = this.scanned = this.text.length;
+    } else {
+      this.advance();
+      const tail = this.text.slice(this.stable);
+      if (this.inFence && tail.length > 20000) this.tail.textContent = tail; // cheap for huge code
+      else this.tail.innerHTML = renderMarkdown(tail);
+    }
+    this.dirty = false;
+  }
+}
+
+const dirtyViews = new Set();
+let frameRequested = false;
+function scheduleRender(view) {
+  dirtyViews.add(view);
+  if (!frameRequested) {
+    frameRequested = true;
+    requestAnimationFrame(() => {
+      frameRequested = false;
+      for (const v of dirtyViews) v.render();
+      dirtyViews.clear();
+    });
+  }
+}
+
+// ------------------------------------------------------------------ transcript
+
+function messageText(content) {
+  if (typeof content === "string") return content;
+  return (content || []).map((p) => (p.type === "text" ? p.text : `[${p.type}]`)).join("\n");
+}
+
+function renderMessage(message) {
+  const el = document.createElement("article");
+  el.className = `message ${message.role}`;
+  el.dataset.position = message.position;
+  const who = document.createElement("header");
+  who.textContent = message.role;
+  const body = document.createElement("div");
+  body.className = "body";
+  if (message.role === "assistant") body.innerHTML = renderMarkdown(messageText(message.content));
+  else body.textContent = messageText(message.content);
+  el.append(who, body);
+  return el;
+}
+
+function formatMs(ms) {
+  if (ms == null) return "–";
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+function footerText(run) {
+  const t = run.timing || {};
+  const u = run.usage || {};
+  const parts = [run.status];
+  if (t.ttft_ms != null) parts.push(`first token ${formatMs(t.ttft_ms)}`);
+  if (t.total_ms != null) parts.push(`total ${formatMs(t.total_ms)}`);
+  if (t.tokens_per_second != null) parts.push(`${t.tokens_per_second} tokens/s`);
+  if (u.total_tokens != null) {
+    const usage = `${u.prompt_tokens} prompt + ${u.completion_tokens} completion = ${u.total_tokens} tokens`;
+    parts.push(u.estimated ? `${usage} (estimated)` : usage);
+  }
+  const reasons = (run.finish_reasons || []).filter(Boolean);
+  if (reasons.length) parts.push(`finish: ${reasons.join(", ")}`);
+  return parts.join(" · ");
+}
+
+class RunView {
+  constructor(run) {
+    this.run = run;
+    this.el = document.createElement("article");
+    this.el.className = "message assistant run";
+    this.el.dataset.run = run.id;
+    const head = document.createElement("header");
+    head.textContent = `assistant · ${run.model} via ${run.provider}${run.user ? ` · asked by ${run.user}` : ""}`;
+    this.choicesEl = document.createElement("div");
+    this.choicesEl.className = "choices";
+    this.errorEl = document.createElement("p");
+    this.errorEl.className = "error run-error";
+    this.errorEl.setAttribute("role", "alert");
+    this.footer = document.createElement("footer");
+    this.footer.className = "run-status";
+    this.el.append(head, this.choicesEl, this.errorEl, this.footer);
+    this.choices = new Map();
+    this.load(run);
+  }
+  choice(index) {
+    let view = this.choices.get(index);
+    if (!view) {
+      const box = document.createElement("div");
+      box.className = "choice";
+      box.dataset.index = index;
+      const reasoning = document.createElement("details");
+      reasoning.className = "reasoning";
+      reasoning.hidden = true;
+      reasoning.innerHTML = "<summary>Reasoning</summary>";
+      const thought = document.createElement("div");
+      reasoning.append(thought);
+      const answer = document.createElement("div");
+      answer.className = "body markdown";
+      const tools = document.createElement("pre");
+      tools.className = "tool-calls";
+      tools.hidden = true;
+      box.append(reasoning, answer, tools);
+      this.choicesEl.append(box);
+      view = { box, reasoning, thought, answer: new MarkdownView(answer), tools };
+      this.choices.set(index, view);
+      this.choicesEl.classList.toggle("many", this.choices.size > 1);
+    }
+    return view;
+  }
+  load(run) {
+    this.run = run;
+    for (const c of run.choices || []) {
+      const view = this.choice(c.index);
+      view.answer.reset(c.content || "");
+      view.fragments = null;
+      view.reasoning.hidden = !c.reasoning;
+      view.thought.textContent = c.reasoning || "";
+      this.showTools(view, c.tool_calls);
+      if (ACTIVE.has(run.status)) scheduleRender(view.answer); else view.answer.render(true);
+    }
+    this.update();
+  }
+  applyDelta(event) {
+    for (const d of event.choices) {
+      const view = this.choice(d.index);
+      if (d.content) { view.answer.append(d.content); scheduleRender(view.answer); }
+      if (d.reasoning) { view.reasoning.hidden = false; view.thought.append(d.reasoning); }
+      if (d.tool_calls) { view.fragments = (view.fragments || []).concat(d.tool_calls); this.showTools(view, null, view.fragments); }
+    }
+    this.run.seq = event.seq;
+    if (this.run.status === "queued") { this.run.status = "streaming"; this.update(); }
+  }
+  showTools(view, calls, fragments) {
+    if (fragments) calls = assembleToolCalls(fragments);
+    view.tools.hidden = !(calls && calls.length);
+    if (calls && calls.length) {
+      view.tools.textContent = calls.map((c) => `${c.function.name}(${c.function.arguments})`).join("\n");
+    }
+  }
+  update() {
+    const run = this.run;
+    this.el.dataset.status = run.status;
+    this.footer.textContent = ACTIVE.has(run.status) ? `${run.status}…` : footerText(run);
+    this.errorEl.textContent = run.error ? run.error.message : "";
+    this.errorEl.hidden = !run.error;
+  }
+}
+
+function assembleToolCalls(fragments) {
+  const calls = new Map();
+  for (const f of fragments) {
+    const call = calls.get(f.index ?? 0) || { function: { name: "", arguments: "" } };
+    if (f.function?.name) call.function.name += f.function.name;
+    if (f.function?.arguments) call.function.arguments += f.function.arguments;
+    calls.set(f.index ?? 0, call);
+  }
+  return [...calls.values()];
+}
+
+function renderTranscript() {
+  const items = [];
+  for (const m of state.messages.values()) {
+    if (m.run != null && state.runs.has(m.run)) continue; // shown inside its run
+    if (m.role === "system" && m.position === 0) continue; // shown in the System prompt box
+    items.push({ key: [m.position, 0, m.id], el: renderMessage(m) });
+  }
+  for (const view of state.runs.values()) items.push({ key: [view.run.position ?? 1e9, 1, view.run.id], el: view.el });
+  items.sort((a, b) => a.key[0] - b.key[0] || a.key[1] - b.key[1] || a.key[2] - b.key[2]);
+  els.transcript.replaceChildren(...items.map((i) => i.el));
+  if (!items.length) {
+    const hint = document.createElement("p");
+    hint.className = "hint";
+    hint.textContent = "Pick a provider and model, write a message, and press Send (Ctrl+Enter).";
+    els.transcript.append(hint);
+  }
+  updateButtons();
+}
+
+function scrollToEnd() {
+  const t = els.transcript;
+  if (t.scrollHeight - t.scrollTop - t.clientHeight < 200) t.scrollTop = t.scrollHeight;
+}
+
+function addMessages(messages) {
+  for (const m of messages || []) state.messages.set(m.id, m);
+  const system = [...state.messages.values()].find((m) => m.role === "system" && m.position === 0);
+  if (system && document.activeElement !== els.system) els.system.value = messageText(system.content);
+}
+
+function upsertRun(run) {
+  // The server's run carries `position` only in full transcripts; keep what we know.
+  const existing = state.runs.get(run.id);
+  if (existing) {
+    existing.load({ ...existing.run, ...run });
+    return existing;
+  }
+  const view = new RunView(run);
+  state.runs.set(run.id, view);
+  return view;
+}
+
+async function loadConversation(id) {
+  state.conversation = id;
+  state.messages.clear();
+  state.runs.clear();
+  if (!id) {
+    els.title.value = "";
+    renderTranscript();
+    return;
+  }
+  const data = await api("GET", `/api/conversations/${id}/`);
+  els.title.value = data.title;
+  els.system.value = "";
+  addMessages(data.messages);
+  for (const run of data.runs) upsertRun(run);
+  renderTranscript();
+  els.transcript.scrollTop = els.transcript.scrollHeight;
+  connect();
+  highlightConversation();
+}
+
+// ------------------------------------------------------------------ websocket
+
+function connect() {
+  if (state.socket) { state.socket.onclose = null; state.socket.close(); }
+  if (!state.conversation) return;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws/conversations/${state.conversation}/`);
+  const conversation = state.conversation;
+  state.socket = socket;
+  els.connection.textContent = "connecting…";
+  socket.onopen = () => { state.retry = 0; els.connection.textContent = "live"; };
+  socket.onmessage = (e) => handleEvent(JSON.parse(e.data));
+  socket.onclose = (e) => {
+    if (state.socket !== socket) return;
+    if (e.code === 4401 || e.code === 4403) {
+      els.connection.textContent = e.code === 4401 ? "logged out" : "no access";
+      return;
+    }
+    els.connection.textContent = "reconnecting…";
+    const delay = Math.min(10000, 250 * 2 ** state.retry++);
+    setTimeout(() => { if (state.conversation === conversation) connect(); }, delay);
+  };
+}
+
+function handleEvent(event) {
+  switch (event.type) {
+    case "sync": {
+      const active = new Set(event.active);
+      const stale = [...state.runs.values()].some((v) => ACTIVE.has(v.run.status) && !active.has(v.run.id));
+      if (stale) refreshTranscript();
+      break;
+    }
+    case "snapshot": {
+      const known = state.runs.get(event.run.id);
+      if (known && known.run.seq > event.run.seq) break;
+      upsertRun(event.run);
+      renderTranscript();
+      break;
+    }
+    case "run.started": {
+      addMessages(event.messages);
+      if (!state.runs.has(event.run.id)) upsertRun(event.run);
+      renderTranscript();
+      scrollToEnd();
+      break;
+    }
+    case "run.delta": {
+      const view = state.runs.get(event.run);
+      if (!view || event.seq <= (view.run.seq || 0)) break; // a repeat: drop it
+      view.applyDelta(event);
+      updateButtons();
+      scrollToEnd();
+      break;
+    }
+    case "run.done": {
+      const view = state.runs.get(event.run.id);
+      if (view && view.run.seq >= event.seq && !ACTIVE.has(view.run.status)) break;
+      addMessages(event.messages);
+      upsertRun(event.run);
+      renderTranscript();
+      scrollToEnd();
+      break;
+    }
+    default:
+  }
+}
+
+async function refreshTranscript() {
+  if (!state.conversation) return;
+  const data = await api("GET", `/api/conversations/${state.conversation}/`);
+  addMessages(data.messages);
+  for (const run of data.runs) upsertRun(run);
+  renderTranscript();
+}
+
+// ------------------------------------------------------------------ parameters
+
+function paramInputs() { return document.querySelectorAll("[data-param]"); }
+
+function readParams() {
+  const params = {};
+  const errors = {};
+  let extra = {};
+  for (const input of paramInputs()) {
+    const name = input.dataset.param;
+    const kind = input.dataset.kind;
+    const raw = input.type === "checkbox" ? input.checked : input.value.trim();
+    if (raw === "") continue; // unset: not sent
+    try {
+      const value = parseParam(kind, raw, config.parameters[name] || {});
+      if (kind === "include-usage") continue; // handled with stream below
+      if (name === "extra_body") extra = value; else params[name] = value;
+    } catch (error) {
+      errors[name] = error.message;
+    }
+  }
+  if (params.stream) {
+    const includeUsage = document.querySelector('[data-kind="include-usage"]').checked;
+    if (!includeUsage) params.stream_options = { include_usage: false };
+  }
+  if ("top_logprobs" in params && params.logprobs !== true) errors.top_logprobs = "needs logprobs set to true";
+  return { params, extra, errors };
+}
+
+function parseParam(kind, raw, spec) {
+  if (kind === "boolean-always" || kind === "include-usage") return raw;
+  if (kind === "boolean") return raw === "true";
+  if (kind === "string") return raw;
+  if (kind === "stop") {
+    if (raw.startsWith("[")) {
+      const list = JSON.parse(raw);
+      if (!Array.isArray(list) || list.length > 4) throw new Error("can hold at most 4 sequences");
+      return list;
+    }
+    return raw.replace(/\\n/g, "\n");
+  }
+  if (kind === "json") {
+    try { return JSON.parse(raw); } catch { throw new Error("is not valid JSON"); }
+  }
+  const value = Number(raw);
+  if (!Number.isFinite(value)) throw new Error("must be a number");
+  if (kind === "integer" && !Number.isInteger(value)) throw new Error("must be a whole number");
+  if (spec.min != null && spec.max != null && (value < spec.min || value > spec.max)) {
+    throw new Error(`must be between ${spec.min} and ${spec.max}`);
+  }
+  if (spec.min != null && value < spec.min) throw new Error(`must be at least ${spec.min}`);
+  if (spec.max != null && value > spec.max) throw new Error(`must be at most ${spec.max}`);
+  return value;
+}
+
+function showFieldErrors(errors) {
+  for (const input of paramInputs()) {
+    const name = input.dataset.param;
+    const slot = document.getElementById(`${input.id}-error`);
+    const message = errors[name] || "";
+    if (slot) slot.textContent = message ? `${name} ${message}` : "";
+    input.setAttribute("aria-invalid", message ? "true" : "false");
+  }
+  const general = Object.entries(errors)
+    .filter(([name]) => !document.querySelector(`[data-param="${name}"]`))
+    .map(([name, message]) => `${name}: ${message}`);
+  const fieldNames = Object.keys(errors).filter((name) => document.querySelector(`[data-param="${name}"]`));
+  const lines = [...general];
+  if (fieldNames.length) lines.push(`Fix the highlighted parameters: ${fieldNames.join(", ")}.`);
+  showError(lines.join(" "));
+}
+
+function showError(text) {
+  els.error.textContent = text;
+  els.error.hidden = !text;
+}
+
+function saveSettings() {
+  const values = {};
+  for (const input of paramInputs()) values[input.id] = input.type === "checkbox" ? input.checked : input.value;
+  localStorage.setItem("playground.settings", JSON.stringify({ provider: els.provider.value, model: els.model.value, values }));
+}
+
+function restoreSettings() {
+  let saved = {};
+  try { saved = JSON.parse(localStorage.getItem("playground.settings") || "{}"); } catch { /* ignore */ }
+  for (const [id, value] of Object.entries(saved.values || {})) {
+    const input = document.getElementById(id);
+    if (!input) continue;
+    if (input.type === "checkbox") input.checked = value; else input.value = value;
+  }
+  if (saved.provider && [...els.provider.options].some((o) => o.value === saved.provider)) els.provider.value = saved.provider;
+  return saved.model;
+}
+
+async function loadModels(preferred) {
+  const provider = config.providers.find((p) => String(p.id) === els.provider.value);
+  els.modelOptions.replaceChildren();
+  els.modelsNote.textContent = "";
+  if (!provider) return;
+  let models = provider.models;
+  try {
+    const data = await api("GET", `/api/providers/${provider.id}/models/`);
+    models = data.models.length ? data.models : models;
+    if (data.error) els.modelsNote.textContent = `Model list unavailable: ${data.error} Type a model name.`;
+  } catch (error) {
+    els.modelsNote.textContent = `Model list unavailable: ${error.message}`;
+  }
+  for (const name of models) {
+    const option = document.createElement("option");
+    option.value = name;
+    els.modelOptions.append(option);
+  }
+  if (preferred) els.model.value = preferred;
+  else if (!els.model.value && models.length) els.model.value = models[0];
+}
+
+// ------------------------------------------------------------------ actions
+
+async function send() {
+  showError("");
+  const { params, extra, errors } = readParams();
+  if (!els.model.value.trim()) errors.model = "choose or type a model";
+  if (!els.message.value.trim()) errors.message = "write a message";
+  if (Object.keys(errors).length) { showFieldErrors(errors); return; }
+  showFieldErrors({});
+  els.send.disabled = true;
+  try {
+    if (!state.conversation) {
+      const created = await api("POST", "/api/conversations/", {});
+      history.pushState({}, "", `/c/${created.id}/`);
+      await refreshConversationList();
+      await loadConversation(created.id);
+    }
+    const data = await api("POST", `/api/conversations/${state.conversation}/runs/`, {
+      provider: Number(els.provider.value),
+      model: els.model.value.trim(),
+      system: els.system.value,
+      message: els.message.value,
+      params,
+      extra_body: extra,
+    });
+    els.message.value = ""; // only once the server has it: a refused message is kept
+    saveSettings();
+    addMessages(data.messages);
+    if (!state.runs.has(data.run.id)) upsertRun(data.run);
+    renderTranscript();
+    els.transcript.scrollTop = els.transcript.scrollHeight;
+    refreshConversationList();
+  } catch (error) {
+    if (error.fields && Object.keys(error.fields).length) showFieldErrors(error.fields);
+    else showError(error.message);
+  } finally {
+    els.send.disabled = !config.canRun;
+  }
+}
+
+async function stopRuns() {
+  const active = [...state.runs.values()].filter((v) => ACTIVE.has(v.run.status));
+  els.stop.disabled = true;
+  await Promise.all(active.map((v) => api("POST", `/api/runs/${v.run.id}/stop/`).catch((e) => showError(e.message))));
+}
+
+function updateButtons() {
+  const streaming = [...state.runs.values()].some((v) => ACTIVE.has(v.run.status));
+  els.stop.disabled = !streaming || !config.canRun;
+  els.send.disabled = !config.canRun;
+}
+
+// ------------------------------------------------------------------ conversations
+
+async function refreshConversationList() {
+  const data = await api("GET", "/api/conversations/");
+  const filter = els.filter.value.trim().toLowerCase();
+  els.list.replaceChildren(
+    ...data.conversations
+      .filter((c) => !filter || c.title.toLowerCase().includes(filter))
+      .map((c) => {
+        const li = document.createElement("li");
+        const a = document.createElement("a");
+        a.href = `/c/${c.id}/`;
+        a.textContent = c.title;
+        a.dataset.id = c.id;
+        a.addEventListener("click", (e) => {
+          e.preventDefault();
+          history.pushState({}, "", a.href);
+          loadConversation(c.id);
+        });
+        li.append(a);
+        return li;
+      }),
+  );
+  highlightConversation();
+}
+
+function highlightConversation() {
+  for (const a of els.list.querySelectorAll("a")) {
+    if (Number(a.dataset.id) === state.conversation) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  els.deleteConversation.disabled = !state.conversation;
+  els.title.disabled = !state.conversation;
+}
+
+async function renameConversation() {
+  const title = els.title.value.trim();
+  if (!state.conversation || !title) return;
+  try {
+    await api("PATCH", `/api/conversations/${state.conversation}/`, { title });
+    refreshConversationList();
+  } catch (error) { showError(error.message); }
+}
+
+async function deleteConversation() {
+  if (!state.conversation || !confirm("Delete this conversation and its runs?")) return;
+  await api("DELETE", `/api/conversations/${state.conversation}/`);
+  history.pushState({}, "", "/");
+  if (state.socket) { state.socket.onclose = null; state.socket.close(); state.socket = null; }
+  await loadConversation(null);
+  refreshConversationList();
+}
+
+// ------------------------------------------------------------------ start
+
+function init() {
+  for (const p of config.providers) {
+    const option = document.createElement("option");
+    option.value = p.id;
+    option.textContent = p.key_hint ? `${p.name} (${p.key_hint})` : p.name;
+    els.provider.append(option);
+  }
+  const preferredModel = restoreSettings();
+  loadModels(preferredModel);
+  els.provider.addEventListener("change", () => { els.model.value = ""; loadModels(); });
+  els.composer.addEventListener("submit", (e) => { e.preventDefault(); send(); });
+  els.message.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); send(); }
+  });
+  els.stop.addEventListener("click", stopRuns);
+  els.newConversation.addEventListener("click", () => { history.pushState({}, "", "/"); loadConversation(null); highlightConversation(); els.message.focus(); });
+  els.deleteConversation.addEventListener("click", deleteConversation);
+  els.title.addEventListener("change", renameConversation);
+  els.filter.addEventListener("input", refreshConversationList);
+  window.addEventListener("popstate", () => {
+    const match = location.pathname.match(/^\/c\/(\d+)\//);
+    loadConversation(match ? Number(match[1]) : null);
+  });
+  refreshConversationList();
+  loadConversation(state.conversation);
+  updateButtons();
+}
+
+init();
