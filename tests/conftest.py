@@ -1,0 +1,55 @@
+import pytest
+from django.contrib.auth.models import User
+
+from playground.models import DEMO_PROVIDER_NAME, Membership, Provider, Workspace, new_demo_key
+from tests.fakes import FakeRelay
+
+CANARY_KEY = "sk-canary-7f3a9c2e5b1d4e6f8a0b"
+
+
+@pytest.fixture
+def workspace(db):
+    workspace = Workspace.objects.create(name="Acme", slug="acme")
+    demo = Provider(workspace=workspace, name=DEMO_PROVIDER_NAME, is_demo=True)
+    demo.set_api_key(new_demo_key())
+    demo.save()
+    return workspace
+
+
+@pytest.fixture
+def alice(workspace):
+    """An owner of the Acme workspace."""
+    user = User.objects.create_user("alice", password="alice-password")
+    Membership.objects.filter(user=user).update(role=Membership.Role.OWNER)
+    return user
+
+
+@pytest.fixture
+def bob(workspace):
+    """A member of the Acme workspace."""
+    return User.objects.create_user("bob", password="bob-password")
+
+
+@pytest.fixture
+def charlie(db, workspace):
+    """Someone in another workspace only."""
+    other = Workspace.objects.create(name="Other", slug="other")
+    user = User.objects.create_user("charlie", password="charlie-password")
+    Membership.objects.filter(user=user).delete()
+    Membership.objects.create(workspace=other, user=user)
+    return user
+
+
+@pytest.fixture
+def fake_relay():
+    with FakeRelay() as relay:
+        yield relay
+
+
+@pytest.fixture
+def provider(workspace, fake_relay):
+    """A provider pointing at the local fake relay, holding the canary key."""
+    provider = Provider(workspace=workspace, name="Fake", base_url=fake_relay.base_url)
+    provider.set_api_key(CANARY_KEY)
+    provider.save()
+    return provider
