@@ -1,0 +1,340 @@
+"""The run and the relay, end to end through playground.asgi.application in one process:
+HTTP submit with a session cookie, the relay thread against a real local SSE relay,
+the in-memory channel layer, and websocket clients with Origin and cookie headers."""
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import HttpCommunicator, WebsocketCommunicator
+from django.test import Client
+from django.utils import timezone
+
+from playground import relay
+from playground.asgi import application
+from playground.models import Conversation, Message, Run
+from tests.conftest import CANARY_KEY
+from tests.fakes import chunk, slow_stream, sse
+
+CSRF = "a" * 32
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def clean_layer():
+    await get_channel_layer().flush()
+
+
+@pytest.fixture
+def conversation(alice, workspace):
+    return Conversation.objects.create(workspace=workspace, creator=alice)
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}; csrftoken={CSRF}"
+
+
+@pytest.fixture
+def alice_cookie(alice):
+    return session_cookie(alice)
+
+
+def headers(cookie: str, origin: str = "http://localhost") -> list[tuple[bytes, bytes]]:
+    return [
+        (b"host", b"localhost"),
+        (b"origin", origin.encode()),
+        (b"cookie", cookie.encode()),
+        (b"x-csrftoken", CSRF.encode()),
+        (b"content-type", b"application/json"),
+    ]
+
+
+async def post(cookie: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    communicator = HttpCommunicator(
+        application, "POST", path, body=json.dumps(body or {}).encode(), headers=headers(cookie)
+    )
+    response = await communicator.get_response(timeout=10)
+    return response["status"], json.loads(response["body"] or b"{}")
+
+
+async def submit(cookie, conversation, provider, message="Hi", **params):
+    params.setdefault("stream", True)
+    body = {"provider": provider.id, "model": "fake-model", "message": message, "params": params}
+    return await post(cookie, f"/api/conversations/{conversation.id}/runs/", body)
+
+
+async def watch(cookie: str, conversation) -> WebsocketCommunicator:
+    ws = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers(cookie))
+    connected, _ = await ws.connect(timeout=5)
+    assert connected
+    return ws
+
+
+async def receive_until(ws, kind: str, timeout: float = 10) -> list[dict]:
+    """Every event up to and including the first of type `kind`."""
+    events = []
+    while True:
+        event = await ws.receive_json_from(timeout=timeout)
+        events.append(event)
+        if event["type"] == kind:
+            return events
+
+
+def text_of(events: list[dict], run_id: int) -> str:
+    """What a browser shows: the snapshot's text plus later deltas, repeats dropped."""
+    text, seq = "", 0
+    for event in events:
+        if event["type"] == "snapshot" and event["run"]["id"] == run_id:
+            choices = event["run"]["choices"]
+            text, seq = (choices[0]["content"] if choices else ""), event["run"]["seq"]
+        elif event["type"] == "run.delta" and event["run"] == run_id and event["seq"] > seq:
+            text += "".join(c.get("content", "") for c in event["choices"] if c["index"] == 0)
+            seq = event["seq"]
+    return text
+
+
+async def test_it_streams_a_run_to_a_watching_websocket(alice_cookie, conversation, provider):
+    ws = await watch(alice_cookie, conversation)
+    assert await ws.receive_json_from() == {"type": "sync", "active": []}
+    status, data = await submit(alice_cookie, conversation, provider, "Hello")
+    assert status == 201
+    events = await receive_until(ws, "run.done")
+    assert events[0]["type"] == "run.started"
+    assert [m["content"] for m in events[0]["messages"]] == ["Hello"]
+    assert text_of(events, data["run"]["id"]) == "Hello from the fake relay"
+    done = events[-1]["run"]
+    assert done["status"] == "completed"
+    assert done["choices"][0]["content"] == "Hello from the fake relay"
+    assert done["usage"] == {
+        "prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12,
+        "reasoning_tokens": None, "cached_tokens": None, "estimated": False,
+    }
+    await ws.disconnect()
+
+
+async def test_deltas_are_numbered_without_gaps(alice_cookie, conversation, provider):
+    ws = await watch(alice_cookie, conversation)
+    await submit(alice_cookie, conversation, provider)
+    events = await receive_until(ws, "run.done")
+    seqs = [e["seq"] for e in events if e["type"] in ("run.delta", "run.done")]
+    assert seqs == list(range(1, len(seqs) + 1))
+    await ws.disconnect()
+
+
+async def test_the_run_is_stored_with_its_timings_and_body(alice_cookie, conversation, provider, fake_relay):
+    ws = await watch(alice_cookie, conversation)
+    _, data = await submit(alice_cookie, conversation, provider, "Hello", temperature=0.5)
+    await receive_until(ws, "run.done")
+    run = await Run.objects.aget(id=data["run"]["id"])
+    assert run.request_body == fake_relay.requests[-1].body
+    assert run.request_body["stream_options"] == {"include_usage": True}
+    assert run.request_body["temperature"] == 0.5
+    assert run.submitted_at <= run.first_byte_at <= run.first_token_at <= run.finished_at
+    assert run.finish_reasons == ["stop"]
+    assert run.request_headers["Authorization"] == "Bearer sk-…8a0b"
+    answer = await Message.objects.aget(run=run)
+    assert (answer.role, answer.content, answer.position) == ("assistant", "Hello from the fake relay", 2)
+    await ws.disconnect()
+
+
+async def test_two_viewers_see_the_same_run(alice_cookie, bob, conversation, provider):
+    bob_cookie = await sync_to_async(session_cookie)(bob)
+    first, second = await watch(alice_cookie, conversation), await watch(bob_cookie, conversation)
+    _, data = await submit(alice_cookie, conversation, provider)
+    seen = [await receive_until(first, "run.done"), await receive_until(second, "run.done")]
+    assert text_of(seen[0], data["run"]["id"]) == text_of(seen[1], data["run"]["id"]) != ""
+    assert seen[0][-1]["run"] == seen[1][-1]["run"]
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_a_reconnect_mid_stream_loses_and_repeats_nothing(alice_cookie, conversation, provider, fake_relay):
+    fake_relay.script(slow_stream(words=40, every=0.03))
+    ws = await watch(alice_cookie, conversation)
+    _, data = await submit(alice_cookie, conversation, provider)
+    run_id = data["run"]["id"]
+    before = []
+    while len([e for e in before if e["type"] == "run.delta"]) < 5:
+        before.append(await ws.receive_json_from(timeout=5))
+    await ws.disconnect()
+    await asyncio.sleep(0.2)  # deltas published meanwhile reach nobody
+    again = await watch(alice_cookie, conversation)
+    after = await receive_until(again, "run.done")
+    assert after[0] == {"type": "sync", "active": [run_id]}
+    assert after[1]["type"] == "snapshot"
+    assert after[1]["run"]["choices"][0]["content"].startswith(text_of(before, run_id))
+    expected = "".join(f" w{i}" for i in range(40))
+    assert text_of(after, run_id) == expected
+    assert after[-1]["run"]["choices"][0]["content"] == expected
+    await again.disconnect()
+
+
+async def test_stop_keeps_the_partial_text_and_estimates_usage(alice_cookie, conversation, provider, fake_relay):
+    fake_relay.script(slow_stream(words=500, every=0.02))
+    ws = await watch(alice_cookie, conversation)
+    _, data = await submit(alice_cookie, conversation, provider)
+    run_id = data["run"]["id"]
+    events = []
+    while len([e for e in events if e["type"] == "run.delta"]) < 3:
+        events.append(await ws.receive_json_from(timeout=5))
+    status, body = await post(alice_cookie, f"/api/runs/{run_id}/stop/")
+    assert (status, body) == (202, {"run": run_id, "stopping": True})
+    events += await receive_until(ws, "run.done", timeout=2)
+    done = events[-1]["run"]
+    assert done["status"] == "stopped"
+    assert done["choices"][0]["content"] == text_of(events, run_id)
+    assert done["choices"][0]["content"].startswith(" w0 w1 w2")
+    assert done["usage"]["estimated"] is True
+    assert done["usage"]["completion_tokens"] > 0
+    assert fake_relay.disconnected.wait(2)
+    await ws.disconnect()
+
+
+async def test_a_broken_stream_fails_in_plain_words_and_keeps_the_partial_answer(
+    alice_cookie, conversation, provider, fake_relay
+):
+    fake_relay.script(sse([chunk("Half an"), chunk(" answer")], done=False, mode="close"))
+    ws = await watch(alice_cookie, conversation)
+    await submit(alice_cookie, conversation, provider)
+    done = (await receive_until(ws, "run.done"))[-1]["run"]
+    assert done["status"] == "failed"
+    assert done["choices"][0]["content"] == "Half an answer"
+    assert done["error"]["kind"] == "incomplete"
+    assert "ended before the relay said it was done" in done["error"]["message"]
+    await ws.disconnect()
+
+
+async def test_an_upstream_401_reaches_the_user_without_the_key(alice_cookie, conversation, provider, fake_relay):
+    from tests.fakes import respond
+
+    fake_relay.script(respond(401, {"error": {"message": f"Incorrect API key provided: {CANARY_KEY}"}}))
+    ws = await watch(alice_cookie, conversation)
+    await submit(alice_cookie, conversation, provider)
+    done = (await receive_until(ws, "run.done"))[-1]["run"]
+    assert done["status"] == "failed"
+    assert done["error"] == {
+        "kind": "auth",
+        "message": "The relay rejected the API key (HTTP 401): Incorrect API key provided: [api key]",
+    }
+    await ws.disconnect()
+
+
+async def test_a_relay_without_usage_gets_an_estimate_flagged_as_such(alice_cookie, conversation, provider, fake_relay):
+    fake_relay.script(sse([chunk("one two three"), chunk(finish="stop")]))
+    ws = await watch(alice_cookie, conversation)
+    await submit(alice_cookie, conversation, provider, "count")
+    done = (await receive_until(ws, "run.done"))[-1]["run"]
+    assert done["usage"]["estimated"] is True
+    assert (done["usage"]["prompt_tokens"], done["usage"]["completion_tokens"]) == (1, 3)
+    await ws.disconnect()
+
+
+async def test_several_choices_are_kept_apart(alice_cookie, conversation, provider):
+    ws = await watch(alice_cookie, conversation)
+    _, data = await submit(alice_cookie, conversation, provider, n=2)
+    done = (await receive_until(ws, "run.done"))[-1]
+    assert [c["content"] for c in done["run"]["choices"]] == ["Hello from the fake relay"] * 2
+    assert [(m["choice_index"], m["in_history"]) for m in done["messages"]] == [(0, True), (1, False)]
+    await ws.disconnect()
+
+
+async def test_invalid_parameters_are_refused_before_any_upstream_call(alice_cookie, conversation, provider, fake_relay):
+    status, body = await submit(alice_cookie, conversation, provider, temperature=2.5, top_logprobs=3)
+    assert status == 400
+    assert body["fields"] == {
+        "temperature": "must be between 0 and 2",
+        "top_logprobs": "needs logprobs set to true",
+    }
+    assert fake_relay.requests == []
+    assert not await Message.objects.filter(conversation=conversation).aexists()
+
+
+async def test_over_the_cap_the_submit_answers_busy_at_once(alice_cookie, conversation, provider, fake_relay):
+    taken = 0
+    while relay.process.slots.acquire(blocking=False):
+        taken += 1
+    try:
+        status, body = await submit(alice_cookie, conversation, provider)
+    finally:
+        for _ in range(taken):
+            relay.process.slots.release()
+    assert status == 503
+    assert body["busy"] is True
+    assert fake_relay.requests == []
+    assert not await Run.objects.aexists()
+
+
+async def test_a_viewer_cannot_start_runs(bob, conversation, provider):
+    from playground.models import Membership
+
+    await Membership.objects.filter(user=bob).aupdate(role=Membership.Role.VIEWER)
+    cookie = await sync_to_async(session_cookie)(bob)
+    status, _ = await submit(cookie, conversation, provider)
+    assert status == 403
+
+
+async def test_non_members_are_refused_with_4403(charlie, conversation):
+    cookie = await sync_to_async(session_cookie)(charlie)
+    ws = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers(cookie))
+    await ws.connect()
+    assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_anonymous_visitors_are_refused_with_4401(conversation):
+    ws = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers(""))
+    await ws.connect()
+    assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_foreign_origins_are_refused(alice_cookie, conversation):
+    ws = WebsocketCommunicator(
+        application, f"/ws/conversations/{conversation.id}/", headers=headers(alice_cookie, "http://evil.example")
+    )
+    connected, _ = await ws.connect()
+    assert connected is False
+
+
+async def test_an_interrupted_run_is_reconciled(alice, alice_cookie, conversation, provider):
+    old = timezone.now() - timedelta(minutes=5)
+    partial = [{"index": 0, "content": "Checkpointed te", "reasoning": "", "tool_calls": None,
+                "logprobs": None, "finish_reason": None}]
+    orphan = await Run.objects.acreate(
+        conversation=conversation, user=alice, provider=provider, provider_name="Fake", model="m",
+        status="streaming", submitted_at=old, heartbeat_at=old, output=partial, last_seq=4,
+        owner="relay.gone!process", position=2,
+    )
+    ws = await watch(alice_cookie, conversation)
+    assert await ws.receive_json_from() == {"type": "sync", "active": []}
+    await orphan.arefresh_from_db()
+    assert orphan.status == "interrupted"
+    assert orphan.error_kind == "interrupted"
+    answer = await Message.objects.aget(run=orphan)
+    assert answer.content == "Checkpointed te"
+    await ws.disconnect()
+
+
+async def test_a_live_run_of_another_process_is_left_alone(alice, conversation, provider):
+    live = await Run.objects.acreate(
+        conversation=conversation, user=alice, provider=provider, provider_name="Fake", model="m",
+        status="streaming", heartbeat_at=timezone.now(), owner="relay.other!process", position=2,
+    )
+    await sync_to_async(relay.reconcile_stale_runs)()
+    await live.arefresh_from_db()
+    assert live.status == "streaming"
+
+
+async def test_a_client_that_falls_behind_is_closed_and_resyncs(alice_cookie, conversation, provider, fake_relay):
+    """A gap in seq means the layer dropped messages for us: close with 4008."""
+    ws = await watch(alice_cookie, conversation)
+    await ws.receive_json_from()
+    layer = get_channel_layer()
+    await layer.group_send(f"conversation-{conversation.id}", {"type": "run.delta", "run": 999, "seq": 1, "choices": []})
+    await layer.group_send(f"conversation-{conversation.id}", {"type": "run.delta", "run": 999, "seq": 5, "choices": []})
+    assert (await ws.receive_json_from())["seq"] == 1
+    assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4008}
+
