@@ -399,7 +399,9 @@ class Process:
             if self.loop is loop and self.channel:
                 return
             layer = get_channel_layer()
-            self.channel = await layer.new_channel("relay.")
+            # The default prefix: channels_redis reads every specific channel of a process
+            # through one shared queue named after it; another prefix starves the rest.
+            self.channel = await layer.new_channel()
             self.loop = loop
             loop.create_task(self._listen(self.channel))
             if self._heartbeat is None or not self._heartbeat.is_alive():
@@ -415,7 +417,15 @@ class Process:
     async def _listen(self, channel: str) -> None:
         layer = get_channel_layer()
         while True:
-            message = await layer.receive(channel)
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A passing channel-layer fault must not leave runs unstoppable.
+                log.exception("relay control channel: receive failed; retrying")
+                await asyncio.sleep(1)
+                continue
             handle = self.runs.get(message.get("run"))
             if message["type"] == "run.stop" and handle:
                 handle.cancel.cancel()

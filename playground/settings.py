@@ -109,7 +109,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, which cuts the
+                # layer's 5 s blocking BZPOPMIN (channels_redis#422): allow longer.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
                 "capacity": CHANNEL_CAPACITY,
                 "prefix": os.getenv("PLAYGROUND_CHANNEL_PREFIX", "playground"),
             },

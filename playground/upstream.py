@@ -275,7 +275,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def status_error(status: int, body: bytes, headers: Any, secret: str) -> HTTPStatusError:
-    said = relay_error_text(body, secret) or "(no error text)"
+    said = relay_error_text(body, secret).rstrip(".") or "(no error text)"
     retry_after = parse_retry_after(headers.get("Retry-After"))
     if status in (401, 403):
         what = "rejected the API key" if status == 401 else "refused access"
@@ -294,7 +294,7 @@ def status_error(status: int, body: bytes, headers: Any, secret: str) -> HTTPSta
             status=status,
         )
     if 300 <= status < 400:
-        where = headers.get("Location", "elsewhere")
+        where = scrub(headers.get("Location", "elsewhere"), secret)
         return HTTPStatusError(
             f"The relay redirected (HTTP {status}) to {where}; "
             "save that address as the provider's base URL.",
@@ -348,9 +348,10 @@ def completion_as_chunk(data: dict) -> dict:
 class ChatStream:
     """One chat completion request. Iterate it for chunk dicts, in arrival order.
 
-    After iteration: `status`, `response_headers`, `first_byte_at` (monotonic),
-    `frames` (raw SSE data with arrival offsets, capped) and `retries` describe
-    what happened on the wire.
+    After iteration: `status`, `response_headers`, `first_byte_at` (monotonic)
+    and `retries` describe what happened on the wire. `sleep(seconds)` waits
+    before a rate-limited retry and returns True when stopped meanwhile; it
+    defaults to `cancel.wait`.
     """
 
     base_url: str
@@ -370,6 +371,8 @@ class ChatStream:
     def __post_init__(self) -> None:
         self.started_at = time.monotonic()
         self._last_data_at = self.started_at
+        self._sock: socket.socket | None = None
+        self._eof = False
         self.streaming = bool(self.body.get("stream"))
         self.headers = build_headers(self.api_key, self.extra_headers, stream=self.streaming)
 
@@ -378,6 +381,7 @@ class ChatStream:
         return chat_url(self.base_url)
 
     def __iter__(self) -> Iterator[dict]:
+        self.started_at = self._last_data_at = time.monotonic()
         session = new_session()
         _current.token = self.cancel
         try:
@@ -405,6 +409,7 @@ class ChatStream:
             if not isinstance(error, RateLimited) or attempt >= self.max_retries:
                 if attempt:
                     error.message += f" (gave up after {attempt + 1} attempts)"
+                    error.args = (error.message,)
                 raise error
             attempt += 1
             self.retries = attempt
@@ -417,12 +422,14 @@ class ChatStream:
         if backoff >= remaining:
             raise UpstreamTimeout("The relay kept rate-limiting past the time limit for an answer.")
         log.info("rate-limited by %s; retrying in %.1f s", urlsplit(self.url).netloc, backoff)
-        if self.cancel.wait(backoff):
+        if (self.sleep or self.cancel.wait)(backoff):
             raise Cancelled("Stopped.")
 
     def _post(self, session: requests.Session) -> requests.Response:
         if self.cancel.cancelled:
             raise Cancelled("Stopped before the request was sent.")
+        elapsed = time.monotonic() - self.started_at
+        first_byte = max(0.001, min(self.deadlines.first_byte, self.deadlines.total - elapsed))
         try:
             response = session.post(
                 self.url,
@@ -430,7 +437,7 @@ class ChatStream:
                 headers=self.headers,
                 stream=True,
                 allow_redirects=False,
-                timeout=(self.deadlines.connect, self.deadlines.first_byte),
+                timeout=(self.deadlines.connect, first_byte),
             )
         except requests.exceptions.ConnectTimeout:
             self._raise_if_cancelled()
@@ -439,9 +446,7 @@ class ChatStream:
             ) from None
         except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
             self._raise_if_cancelled()
-            raise UpstreamTimeout(
-                f"The relay sent no response within {self.deadlines.first_byte:g} s."
-            ) from None
+            raise UpstreamTimeout(f"The relay sent no response within {first_byte:g} s.") from None
         except requests.exceptions.RequestException as exc:
             self._raise_if_cancelled()
             raise connect_error(exc, self.url) from None
@@ -449,9 +454,7 @@ class ChatStream:
         self.status = response.status_code
         self.response_headers = dict(response.headers)
         self._last_data_at = self.first_byte_at
-        sock = _socket_of(response)
-        if sock is not None:
-            sock.settimeout(min(self.deadlines.idle, self.deadlines.total))
+        self._sock = _socket_of(response)
         return response
 
     def _raise_if_cancelled(self) -> None:
@@ -464,18 +467,14 @@ class ChatStream:
         """Bytes as they arrive: read1 returns what one recv gave, chunked or not."""
         raw = response.raw
         while True:
-            now = time.monotonic()
-            if now - self.started_at > self.deadlines.total:
-                raise UpstreamTimeout(
-                    f"The answer took longer than the {self.deadlines.total:g} s limit."
-                )
-            if now - self._last_data_at > self.deadlines.idle:
-                # Keep-alive comments reset the socket timeout but not this one.
-                raise UpstreamTimeout(f"The relay sent nothing for {self.deadlines.idle:g} s.")
+            left = self._time_left()
+            if self._sock is not None:
+                self._sock.settimeout(left)
             try:
                 piece = raw.read1(READ_SIZE)
             except (urllib3.exceptions.ReadTimeoutError, TimeoutError, socket.timeout):
                 self._raise_if_cancelled()
+                self._time_left()
                 raise UpstreamTimeout(
                     f"The relay sent nothing for {self.deadlines.idle:g} s."
                 ) from None
@@ -486,8 +485,23 @@ class ChatStream:
                 ) from None
             if not piece:
                 self._raise_if_cancelled()
+                self._eof = True
                 return
             yield piece
+
+    def _time_left(self) -> float:
+        """Seconds before the nearer of the idle and total deadlines; raises once one passed."""
+        now = time.monotonic()
+        total_left = self.deadlines.total - (now - self.started_at)
+        if total_left <= 0:
+            raise UpstreamTimeout(
+                f"The answer took longer than the {self.deadlines.total:g} s limit."
+            )
+        # Only events move _last_data_at: keep-alive comments do not hold this off.
+        idle_left = self.deadlines.idle - (now - self._last_data_at)
+        if idle_left <= 0:
+            raise UpstreamTimeout(f"The relay sent nothing for {self.deadlines.idle:g} s.")
+        return min(total_left, idle_left)
 
     def _read_all(self, response: requests.Response, limit: int = 32 * 1024 * 1024) -> bytes:
         chunks = []
@@ -504,12 +518,18 @@ class ChatStream:
         done = False
         for event in sseclient.SSEClient(self._pieces(response)).events():
             self._last_data_at = time.monotonic()
+            self._raise_if_cancelled()
             data = event.data
             if data.strip() == "[DONE]":
                 done = True
                 break
-            chunk = self._decode(data)
-            if event.event == "error" or "error" in chunk:
+            try:
+                chunk = self._decode(data)
+            except ProtocolError:
+                if self._eof:  # sseclient hands over the unterminated tail at EOF: a cut
+                    break
+                raise
+            if event.event == "error" or chunk.get("error"):
                 raise StreamErrorEvent(
                     "The relay reported an error mid-answer: "
                     + relay_error_text(data.encode(), self.api_key)
@@ -666,11 +686,11 @@ class Accumulator:
         if isinstance(text, str) and text:
             choice.content.append(text)
             out["content"] = text
-        for name in REASONING_FIELDS:
-            thought = delta.get(name)
-            if isinstance(thought, str) and thought:
-                choice.reasoning.append(thought)
-                out["reasoning"] = out.get("reasoning", "") + thought
+        # Relays moving from reasoning_content to reasoning send both, with the same text.
+        thought = next((delta[n] for n in REASONING_FIELDS if delta.get(n)), None)
+        if isinstance(thought, str):
+            choice.reasoning.append(thought)
+            out["reasoning"] = thought
         if delta.get("tool_calls"):
             out["tool_calls"] = self._apply_tool_calls(choice, delta["tool_calls"])
         logprobs = (raw.get("logprobs") or {}).get("content")

@@ -556,6 +556,9 @@ function updateButtons() {
 async function refreshConversationList() {
   const data = await api("GET", "/api/conversations/");
   const filter = els.filter.value.trim().toLowerCase();
+  // The server titles a conversation from its first message: show that in the head too.
+  const current = data.conversations.find((c) => c.id === state.conversation);
+  if (current && document.activeElement !== els.title) els.title.value = current.title;
   els.list.replaceChildren(
     ...data.conversations
       .filter((c) => !filter || c.title.toLowerCase().includes(filter))

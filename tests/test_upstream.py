@@ -1,0 +1,999 @@
+"""playground.upstream against a real local relay (tests/fakes.py), byte for byte.
+
+Every test talks HTTP to a FakeRelay on 127.0.0.1; nothing in upstream is mocked.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from playground.upstream import (
+    Accumulator,
+    AuthError,
+    Cancelled,
+    CancelToken,
+    ChatStream,
+    ConnectError,
+    Deadlines,
+    HTTPStatusError,
+    IncompleteStream,
+    ProtocolError,
+    RateLimited,
+    ServerError,
+    StreamErrorEvent,
+    UpstreamError,
+    UpstreamTimeout,
+    Usage,
+    list_models,
+)
+from tests.fakes import (
+    FakeRelay,
+    chunk,
+    frames,
+    hang,
+    respond,
+    slow_stream,
+    sse,
+    trickle,
+    usage_chunk,
+)
+
+KEY = "sk-canary-7f3a9c2e5b1d4e6f8a0b"
+BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+# Generous enough never to fire by accident, short enough that a bug fails instead of hanging.
+SAFE = Deadlines(connect=5, first_byte=5, idle=5, total=10)
+MODES = ["chunked", "close"]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def open_stream(relay: FakeRelay, body: dict = BODY, **kwargs) -> ChatStream:
+    kwargs.setdefault("deadlines", SAFE)
+    return ChatStream(relay.base_url, KEY, body, **kwargs)
+
+
+def run(relay: FakeRelay, *handlers, **kwargs) -> list[dict]:
+    relay.script(*handlers)
+    return list(open_stream(relay, **kwargs))
+
+
+def failure(relay: FakeRelay, *handlers, **kwargs) -> UpstreamError:
+    relay.script(*handlers)
+    with pytest.raises(UpstreamError) as info:
+        list(open_stream(relay, **kwargs))
+    return info.value
+
+
+def run_until_failure(relay: FakeRelay, *handlers, **kwargs) -> tuple[list[dict], UpstreamError]:
+    """The chunks yielded before the stream raised, and what it raised."""
+    relay.script(*handlers)
+    received = []
+    with pytest.raises(UpstreamError) as info:
+        for item in open_stream(relay, **kwargs):
+            received.append(item)
+    return received, info.value
+
+
+def fold(chunks: list[dict]) -> Accumulator:
+    acc = Accumulator()
+    for item in chunks:
+        acc.apply(item)
+    return acc
+
+
+def choice_state(content: str = "", **fields) -> dict:
+    state = {
+        "index": 0,
+        "content": content,
+        "reasoning": "",
+        "tool_calls": None,
+        "logprobs": None,
+        "finish_reason": None,
+    }
+    state.update(fields)
+    return state
+
+
+def headers_of(received) -> dict[str, str]:
+    return {name.lower(): value for name, value in received.headers.items()}
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rate_limited(retry_after: str) -> object:
+    return respond(429, {"error": {"message": "Rate limit reached."}}, {"Retry-After": retry_after})
+
+
+class Consumer(threading.Thread):
+    """Iterates a stream on its own thread, as the relay does, keeping what arrived."""
+
+    def __init__(self, stream: ChatStream) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.received: list[dict] = []
+        self.error: UpstreamError | None = None
+        self.ended_at: float | None = None
+
+    def run(self) -> None:
+        try:
+            for item in self.stream:
+                self.received.append(item)
+        except UpstreamError as error:
+            self.error = error
+        self.ended_at = time.monotonic()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            assert time.monotonic() < deadline, f"only {len(self.received)} chunks arrived"
+            time.sleep(0.01)
+
+
+def close_soon(fake: FakeRelay) -> None:
+    # close() waits out serve_forever's 0.5 s poll; no test needs to wait for it.
+    threading.Thread(target=fake.close, daemon=True).start()
+
+
+@pytest.fixture
+def relay():
+    fake = FakeRelay()
+    yield fake
+    close_soon(fake)
+
+
+# ---------------------------------------------------------------------------- chunk shapes
+
+
+def test_it_yields_each_chunk_as_the_relay_sent_it(relay):
+    events = [chunk("", role="assistant"), chunk("Hello"), chunk(" world"), chunk(finish="stop")]
+
+    assert run(relay, sse(events)) == events
+
+
+def test_it_accumulates_content(relay):
+    events = [chunk("", role="assistant"), chunk("Hello"), chunk(" world"), chunk(finish="stop")]
+
+    acc = fold(run(relay, sse(events)))
+
+    assert acc.state() == [choice_state("Hello world", finish_reason="stop")]
+
+
+def test_it_puts_reasoning_content_in_reasoning(relay):
+    events = [chunk(reasoning="Let me "), chunk(reasoning="think."), chunk("Four.")]
+
+    acc = fold(run(relay, sse(events)))
+
+    assert acc.state() == [choice_state("Four.", reasoning="Let me think.")]
+
+
+def test_it_puts_the_reasoning_field_in_reasoning(relay):
+    events = [
+        chunk(reasoning="Let me ", reasoning_field="reasoning"),
+        chunk(reasoning="think.", reasoning_field="reasoning"),
+        chunk("Four."),
+    ]
+
+    acc = fold(run(relay, sse(events)))
+
+    assert acc.state() == [choice_state("Four.", reasoning="Let me think.")]
+
+
+def test_it_counts_reasoning_once_when_a_delta_carries_both_fields(relay):
+    both = chunk(reasoning="Hmm.")
+    both["choices"][0]["delta"]["reasoning"] = "Hmm."
+
+    acc = fold(run(relay, sse([both])))
+
+    assert acc.state() == [choice_state(reasoning="Hmm.")]
+
+
+def test_it_assembles_a_tool_call_from_fragments(relay):
+    first = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    events = [
+        chunk(role="assistant", tool_calls=[first]),
+        chunk(tool_calls=[{"index": 0, "function": {"arguments": '{"city'}}]),
+        chunk(tool_calls=[{"index": 0, "function": {"arguments": '": "Par'}}]),
+        chunk(tool_calls=[{"index": 0, "function": {"arguments": 'is"}'}}]),
+        chunk(finish="tool_calls"),
+    ]
+
+    acc = fold(run(relay, sse(events)))
+
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    assert acc.state() == [choice_state(tool_calls=[call], finish_reason="tool_calls")]
+
+
+def test_it_assembles_parallel_tool_calls_by_index(relay):
+    def opening(index: int, call_id: str, name: str) -> dict:
+        function = {"name": name, "arguments": ""}
+        return {"index": index, "id": call_id, "type": "function", "function": function}
+
+    def more(index: int, arguments: str) -> dict:
+        return {"index": index, "function": {"arguments": arguments}}
+
+    events = [
+        chunk(role="assistant", tool_calls=[opening(0, "call_a", "get_weather")]),
+        chunk(tool_calls=[more(0, '{"city": ')]),
+        chunk(tool_calls=[opening(1, "call_b", "get_time")]),
+        chunk(tool_calls=[more(1, '{"tz": "CET"}')]),
+        chunk(tool_calls=[more(0, '"Oslo"}')]),
+        chunk(finish="tool_calls"),
+    ]
+
+    acc = fold(run(relay, sse(events)))
+
+    assert acc.state()[0]["tool_calls"] == [
+        {
+            "id": "call_a",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+        },
+        {
+            "id": "call_b",
+            "type": "function",
+            "function": {"name": "get_time", "arguments": '{"tz": "CET"}'},
+        },
+    ]
+
+
+def test_it_keeps_interleaved_choices_apart_by_index(relay):
+    events = [
+        chunk("", role="assistant", index=0),
+        chunk("", role="assistant", index=1),
+        chunk("Green", index=1),
+        chunk("Red", index=0),
+        chunk(" apple", index=0),
+        chunk(" pear", index=1),
+    ]
+
+    acc = fold(run(relay, sse(events)))
+
+    assert acc.state() == [choice_state("Red apple"), choice_state("Green pear", index=1)]
+
+
+def test_it_records_the_finish_reason_of_each_choice(relay):
+    last = chunk(finish="stop", index=0)
+    last["choices"].append({"index": 1, "delta": {}, "finish_reason": "length"})
+    events = [chunk("A", index=0), chunk("B", index=1), last]
+
+    acc = fold(run(relay, sse(events)))
+
+    assert [c["finish_reason"] for c in acc.state()] == ["stop", "length"]
+
+
+def test_it_collects_logprobs(relay):
+    first = {"token": "Hi", "logprob": -0.01, "bytes": [72, 105], "top_logprobs": []}
+    second = {"token": "!", "logprob": -1.5, "bytes": [33], "top_logprobs": []}
+    events = [chunk("Hi", logprobs=[first]), chunk("!", logprobs=[second])]
+
+    acc = fold(run(relay, sse(events)))
+
+    assert acc.state() == [choice_state("Hi!", logprobs=[first, second])]
+
+
+def test_it_reads_usage_from_the_final_chunk_without_choices(relay):
+    events = [
+        chunk("Hi"),
+        chunk(finish="stop"),
+        usage_chunk(
+            12,
+            30,
+            completion_tokens_details={"reasoning_tokens": 20},
+            prompt_tokens_details={"cached_tokens": 8},
+        ),
+    ]
+
+    acc = fold(run(relay, sse(events)))
+
+    assert acc.usage == Usage(
+        prompt_tokens=12, completion_tokens=30, total_tokens=42, reasoning_tokens=20, cached_tokens=8
+    )
+
+
+def test_it_returns_no_deltas_for_the_usage_chunk():
+    assert Accumulator().apply(usage_chunk(12, 30)) == []
+
+
+def test_it_returns_the_visible_delta_of_each_choice():
+    acc = Accumulator()
+    acc.apply(chunk("", role="assistant"))
+
+    assert acc.apply(chunk("Hi", finish="stop")) == [
+        {"content": "Hi", "finish_reason": "stop", "index": 0}
+    ]
+
+
+def test_it_ignores_keep_alive_comments(relay):
+    events = [": ping", chunk("Hel"), ": ping", ": OPENROUTER PROCESSING", chunk("lo")]
+
+    assert run(relay, sse(events)) == [chunk("Hel"), chunk("lo")]
+
+
+def test_it_ends_the_stream_at_done(relay):
+    body = frames([chunk("Hi")]) + frames([chunk("after the end")], done=False)
+
+    assert run(relay, sse(body)) == [chunk("Hi")]
+
+
+def test_it_reshapes_a_json_completion_as_one_chunk(relay):
+    completion = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "fake-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
+    }
+
+    chunks = run(relay, respond(200, completion), body={**BODY, "stream": False})
+
+    assert chunks == [
+        {
+            "id": "chatcmpl-1",
+            "model": "fake-model",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": "Hello"},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
+        }
+    ]
+
+
+def test_it_folds_a_json_completion_into_the_same_state_as_the_stream(relay):
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    message = {
+        "role": "assistant",
+        "content": "Sure.",
+        "reasoning_content": "Easy.",
+        "tool_calls": [call],
+    }
+    completion = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+    }
+    events = [
+        chunk(reasoning="Easy.", role="assistant"),
+        chunk("Sure."),
+        chunk(tool_calls=[{"index": 0, **call}]),
+        chunk(finish="tool_calls"),
+        usage_chunk(7, 3),
+    ]
+    streamed = fold(run(relay, sse(events)))
+
+    answered = fold(run(relay, respond(200, completion), body={**BODY, "stream": False}))
+
+    assert (answered.state(), answered.usage) == (streamed.state(), streamed.usage)
+
+
+def test_it_accepts_a_json_answer_to_a_streaming_request(relay):
+    message = {"role": "assistant", "content": "Hello"}
+    completion = {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+
+    acc = fold(run(relay, respond(200, completion)))
+
+    assert acc.state() == [choice_state("Hello")]
+
+
+# ---------------------------------------------------------------------------- byte splits
+
+SPLIT_EVENTS = [
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "你好"}}]},
+    ": ping",
+    {"choices": [{"index": 0, "delta": {"content": " café"}}]},
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
+]
+
+
+def parse_split(relay: FakeRelay, body: bytes, at: int, mode: str) -> list[dict] | str:
+    # The short pause makes the client read the first piece on its own.
+    relay.script(sse(body, pieces=[at], mode=mode, delay=0.001))
+    try:
+        return list(open_stream(relay))
+    except UpstreamError as error:
+        return repr(error)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+@pytest.mark.parametrize("mode", MODES)
+def test_it_parses_a_body_split_at_every_byte_offset(relay, mode, newline):
+    body = frames(SPLIT_EVENTS, newline=newline)
+    assert "你好".encode() in body
+    assert (newline * 2).encode() in body
+    expected = [event for event in SPLIT_EVENTS if isinstance(event, dict)]
+
+    results = {at: parse_split(relay, body, at, mode) for at in range(1, len(body))}
+
+    assert {at: result for at, result in results.items() if result != expected} == {}
+
+
+# ---------------------------------------------------------------------------- promptness
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_it_relays_an_event_before_the_rest_of_the_body_arrives(relay, mode):
+    relay.script(sse([chunk("first"), chunk("second")], mode=mode, delay=0.5))
+    started = time.monotonic()
+
+    arrivals = [(item, time.monotonic() - started) for item in open_stream(relay)]
+
+    assert [item for item, _ in arrivals] == [chunk("first"), chunk("second")]
+    assert arrivals[0][1] < 0.4
+    assert arrivals[1][1] >= 0.45  # the pause was real: the check above could fail
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_it_ends_at_a_lone_done_without_waiting_for_the_connection_to_close(relay, mode):
+    relay.script(sse([chunk("Hi")], mode=mode, delay=0.3, hold_open=5))
+    started = time.monotonic()
+
+    chunks = list(open_stream(relay))
+
+    assert chunks == [chunk("Hi")]
+    assert time.monotonic() - started < 1.5
+
+
+# ---------------------------------------------------------------------------- HTTP errors
+
+
+def test_it_raises_auth_error_on_401(relay):
+    body = {"error": {"message": f"Invalid API key: {KEY}", "type": "invalid_request_error"}}
+
+    error = failure(relay, respond(401, body))
+
+    assert type(error) is AuthError
+    assert (error.kind, error.status) == ("auth", 401)
+    assert error.message == "The relay rejected the API key (HTTP 401): Invalid API key: [api key]"
+
+
+def test_it_raises_auth_error_on_403(relay):
+    error = failure(relay, respond(403, {"error": {"message": "This key cannot use fake-model"}}))
+
+    assert type(error) is AuthError
+    assert (error.kind, error.status) == ("auth", 403)
+    assert error.message == (
+        "The relay refused access (HTTP 403): This key cannot use fake-model"
+    )
+
+
+def test_it_explains_a_404(relay):
+    error = failure(relay, respond(404, {"error": {"message": "model fake-x does not exist"}}))
+
+    assert type(error) is HTTPStatusError
+    assert (error.kind, error.status) == ("http_error", 404)
+    assert error.message == (
+        "The relay has no such endpoint or model (HTTP 404): model fake-x does not exist. "
+        "Check the base URL (it usually ends in /v1) and the model name."
+    )
+
+
+def test_it_shows_the_relays_own_words_on_400(relay):
+    said = {"message": "max_tokens must be at least 1", "type": "invalid_request_error"}
+
+    error = failure(relay, respond(400, {"error": said}))
+
+    assert type(error) is HTTPStatusError
+    assert (error.kind, error.status) == ("http_error", 400)
+    assert error.message == "The relay refused the request (HTTP 400): max_tokens must be at least 1"
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_it_raises_server_error_on_5xx(relay, status):
+    headers = {"Content-Type": "text/plain"}
+
+    error = failure(relay, respond(status, "upstream connect error", headers))
+
+    assert type(error) is ServerError
+    assert (error.kind, error.status, error.retryable) == ("server_error", status, True)
+    assert error.message == f"The relay failed (HTTP {status}): upstream connect error"
+
+
+def test_it_does_not_retry_a_server_error(relay):
+    failure(relay, respond(500, {"error": {"message": "oops"}}))
+
+    assert len(relay.requests) == 1
+
+
+def test_it_retries_a_429_until_the_relay_answers(relay):
+    events = [chunk("Hi"), chunk(finish="stop")]
+    stream = open_stream(relay, sleep=lambda seconds: False)
+    relay.script(rate_limited("1"), rate_limited("2"), sse(events))
+
+    assert list(stream) == events
+    assert len(relay.requests) == 3
+    assert stream.retries == 2
+
+
+def test_it_waits_as_long_as_retry_after_asks(relay):
+    waits = []
+    stream = open_stream(relay, sleep=lambda seconds: waits.append(seconds) or False)
+    relay.script(rate_limited("1"), rate_limited("2"), sse([chunk("Hi")]))
+
+    list(stream)
+
+    assert len(waits) == 2
+    assert 1 <= waits[0] <= 1.1  # up to 10% jitter
+    assert 2 <= waits[1] <= 2.2
+
+
+def test_it_caps_the_wait_at_max_retry_wait(relay):
+    waits = []
+    stream = open_stream(
+        relay, max_retry_wait=0.5, sleep=lambda seconds: waits.append(seconds) or False
+    )
+    relay.script(rate_limited("3600"), sse([chunk("Hi")]))
+
+    list(stream)
+
+    assert len(waits) == 1
+    assert 0.5 <= waits[0] <= 0.55
+
+
+def test_it_sleeps_before_retrying_a_429(relay):
+    relay.script(rate_limited("1"), sse([chunk("Hi")]))
+    started = time.monotonic()
+
+    assert list(open_stream(relay)) == [chunk("Hi")]
+    assert time.monotonic() - started >= 1
+
+
+def test_it_raises_rate_limited_once_retries_are_used_up(relay):
+    error = failure(relay, rate_limited("1"), rate_limited("1"), max_retries=1, sleep=lambda s: False)
+
+    assert type(error) is RateLimited
+    assert (error.kind, error.status, error.retry_after) == ("rate_limited", 429, 1.0)
+    assert error.message == (
+        "The relay is rate-limiting requests (HTTP 429): Rate limit reached. "
+        "It asked to wait 1 s. (gave up after 2 attempts)"
+    )
+    assert str(error) == error.message
+    assert len(relay.requests) == 2
+
+
+def test_it_does_not_follow_a_redirect(relay):
+    elsewhere = FakeRelay()
+    target = elsewhere.base_url + "/chat/completions"
+
+    error = failure(relay, respond(307, b"", {"Location": target}))
+
+    close_soon(elsewhere)
+    assert elsewhere.requests == []
+    assert type(error) is HTTPStatusError
+    assert error.status == 307
+    assert error.message == (
+        f"The relay redirected (HTTP 307) to {target}; save that address as the provider's base URL."
+    )
+
+
+# ---------------------------------------------------------------------------- other failures
+
+
+def test_it_raises_connect_error_when_nothing_listens(relay):
+    port = closed_port()
+    stream = ChatStream(f"http://127.0.0.1:{port}/v1", KEY, BODY, deadlines=SAFE)
+
+    with pytest.raises(ConnectError) as info:
+        list(stream)
+
+    assert info.value.kind == "connect"
+    assert info.value.message == f"Could not connect to 127.0.0.1:{port}: connection refused."
+
+
+def test_it_raises_protocol_error_on_html_to_a_streaming_request(relay):
+    page = "<html><body>Welcome to nginx!</body></html>"
+
+    error = failure(relay, respond(200, page, {"Content-Type": "text/html"}))
+
+    assert type(error) is ProtocolError
+    assert error.kind == "protocol"
+    assert error.message == (
+        f"Asked for a stream but the relay answered with text/html: {page!r}. Check the base URL."
+    )
+
+
+def test_it_raises_protocol_error_on_an_event_that_is_not_json(relay):
+    error = failure(relay, sse([chunk("Hi"), "not json at all"]))
+
+    assert type(error) is ProtocolError
+    assert error.message == "The relay sent an event that is not valid JSON: not json at all"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_it_raises_incomplete_stream_at_eof_without_done(relay, mode):
+    received, error = run_until_failure(relay, sse([chunk("Hel")], done=False, mode=mode))
+
+    assert received == [chunk("Hel")]
+    assert type(error) is IncompleteStream
+    assert error.kind == "incomplete"
+    assert error.message == (
+        "The stream ended before the relay said it was done (no [DONE]); "
+        "the answer may be cut off."
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_it_raises_incomplete_stream_when_cut_mid_event(relay, mode):
+    head = frames([chunk("Hel")], done=False)
+    body = head + b'data: {"id": "chatcmpl-fake", "cho'
+
+    received, error = run_until_failure(relay, sse(body, pieces=[len(head)], mode=mode))
+
+    assert received == [chunk("Hel")]
+    assert type(error) is IncompleteStream
+
+
+def test_it_raises_stream_error_event_on_an_error_object_in_the_stream(relay):
+    oops = {"error": {"message": "The model is overloaded", "type": "server_error"}}
+
+    received, error = run_until_failure(relay, sse([chunk("Hel"), oops]))
+
+    assert received == [chunk("Hel")]
+    assert type(error) is StreamErrorEvent
+    assert error.kind == "stream_error"
+    assert error.message == "The relay reported an error mid-answer: The model is overloaded"
+
+
+def test_it_raises_stream_error_event_on_an_error_event(relay):
+    event = 'event: error\ndata: {"message": "Quota exceeded"}'
+
+    error = failure(relay, sse([chunk("Hel"), event]))
+
+    assert type(error) is StreamErrorEvent
+    assert error.message == "The relay reported an error mid-answer: Quota exceeded"
+
+
+def test_it_reads_a_chunk_with_a_null_error_field_as_a_chunk(relay):
+    event = {**chunk("Hi"), "error": None}
+
+    assert run(relay, sse([event])) == [event]
+
+
+ECHOING_RELAYS = {
+    "401": respond(401, {"error": {"message": f"Invalid key {KEY}"}}),
+    "403": respond(403, {"error": {"message": f"Key {KEY} is disabled"}}),
+    "404": respond(404, {"error": {"message": f"No model for {KEY}"}}),
+    "400": respond(400, {"error": {"message": f"Bad request from {KEY}"}}),
+    "500": respond(500, f"Traceback: key={KEY}", {"Content-Type": "text/plain"}),
+    "429": respond(429, {"error": {"message": f"Slow down {KEY}"}}, {"Retry-After": "1"}),
+    "redirect": respond(302, b"", {"Location": f"https://elsewhere.example/v1?key={KEY}"}),
+    "html": respond(200, f"<p>Hello {KEY}</p>", {"Content-Type": "text/html"}),
+    "invalid event": sse([f"key={KEY}"]),
+    "error event": sse([{"error": {"message": f"Key {KEY} ran out of credit"}}]),
+}
+
+
+@pytest.mark.parametrize("handler", ECHOING_RELAYS.values(), ids=ECHOING_RELAYS.keys())
+def test_it_keeps_the_key_out_of_error_messages(relay, handler):
+    error = failure(relay, handler, max_retries=0)
+
+    assert KEY not in error.message
+    assert KEY not in str(error)
+    assert "[api key]" in error.message
+
+
+# ---------------------------------------------------------------------------- deadlines
+
+
+def test_it_times_out_waiting_for_the_first_byte(relay):
+    deadlines = Deadlines(connect=5, first_byte=0.3, idle=5, total=10)
+    started = time.monotonic()
+
+    error = failure(relay, hang(10), deadlines=deadlines)
+
+    assert type(error) is UpstreamTimeout
+    assert error.kind == "timeout"
+    assert error.message == "The relay sent no response within 0.3 s."
+    assert time.monotonic() - started < 5
+
+
+def test_it_times_out_when_the_relay_falls_silent_after_the_headers(relay):
+    deadlines = Deadlines(connect=5, first_byte=5, idle=0.3, total=10)
+    started = time.monotonic()
+
+    error = failure(relay, sse([], done=False, hold_open=10), deadlines=deadlines)
+
+    assert type(error) is UpstreamTimeout
+    assert error.message == "The relay sent nothing for 0.3 s."
+    assert time.monotonic() - started < 5
+
+
+def test_it_times_out_when_the_relay_falls_silent_mid_answer(relay):
+    deadlines = Deadlines(connect=5, first_byte=5, idle=0.3, total=10)
+
+    received, error = run_until_failure(
+        relay, sse([chunk("Hel")], done=False, hold_open=10), deadlines=deadlines
+    )
+
+    assert received == [chunk("Hel")]
+    assert type(error) is UpstreamTimeout
+    assert error.message == "The relay sent nothing for 0.3 s."
+
+
+def test_it_times_out_when_only_keep_alive_comments_arrive(relay):
+    deadlines = Deadlines(connect=5, first_byte=5, idle=0.4, total=10)
+    started = time.monotonic()
+
+    error = failure(relay, trickle(every=0.1, count=100), deadlines=deadlines)
+
+    assert type(error) is UpstreamTimeout
+    assert error.message == "The relay sent nothing for 0.4 s."
+    assert 0.4 <= time.monotonic() - started < 5
+
+
+def test_it_times_out_after_the_total_deadline(relay):
+    deadlines = Deadlines(connect=5, first_byte=5, idle=5, total=0.5)
+    started = time.monotonic()
+
+    received, error = run_until_failure(relay, slow_stream(every=0.05), deadlines=deadlines)
+
+    assert type(error) is UpstreamTimeout
+    assert error.message == "The answer took longer than the 0.5 s limit."
+    assert len(received) > 2
+    assert time.monotonic() - started < 5
+
+
+def test_it_times_out_at_the_total_deadline_while_the_relay_is_silent(relay):
+    deadlines = Deadlines(connect=5, first_byte=5, idle=60, total=0.5)
+    started = time.monotonic()
+
+    error = failure(relay, sse([], done=False, hold_open=10), deadlines=deadlines)
+
+    assert type(error) is UpstreamTimeout
+    assert error.message == "The answer took longer than the 0.5 s limit."
+    assert time.monotonic() - started < 5
+
+
+def test_it_hangs_up_on_the_relay_after_a_deadline(relay):
+    deadlines = Deadlines(connect=5, first_byte=5, idle=5, total=0.5)
+
+    error = failure(relay, slow_stream(every=0.05), deadlines=deadlines)
+
+    assert type(error) is UpstreamTimeout
+    assert relay.disconnected.wait(2)
+
+
+def test_it_hangs_up_on_the_relay_after_an_error_event(relay):
+    def error_then_more(h) -> None:
+        h.start(200, {"Content-Type": "text/event-stream"}, mode="chunked")
+        h.write(frames([{"error": {"message": "overloaded"}}], done=False))
+        for _ in range(100):
+            if not h.write(b": still here\n\n"):
+                return
+            time.sleep(0.05)
+
+    error = failure(relay, error_then_more)
+
+    assert type(error) is StreamErrorEvent
+    assert relay.disconnected.wait(2)
+
+
+def test_it_reads_its_deadlines_from_settings(settings):
+    settings.UPSTREAM_CONNECT_TIMEOUT = 1
+    settings.UPSTREAM_FIRST_BYTE_TIMEOUT = 2
+    settings.UPSTREAM_IDLE_TIMEOUT = 3
+    settings.UPSTREAM_TOTAL_TIMEOUT = 4
+
+    assert Deadlines.from_settings() == Deadlines(connect=1, first_byte=2, idle=3, total=4)
+
+
+# ---------------------------------------------------------------------------- stopping
+
+
+def stop_mid_stream(relay: FakeRelay) -> tuple[Consumer, float]:
+    """Start a slow answer, stop it after a few chunks; the consumer and when it was stopped."""
+    relay.script(slow_stream(words=200, every=0.05))
+    token = CancelToken()
+    consumer = Consumer(open_stream(relay, cancel=token))
+    consumer.start()
+    consumer.wait_for(4)
+    stopped_at = time.monotonic()
+    token.cancel()
+    consumer.join(5)
+    assert not consumer.is_alive()
+    return consumer, stopped_at
+
+
+def test_it_ends_with_cancelled_within_a_second_of_a_stop(relay):
+    consumer, stopped_at = stop_mid_stream(relay)
+
+    assert type(consumer.error) is Cancelled
+    assert consumer.error.kind == "stopped"
+    assert consumer.ended_at - stopped_at < 1
+
+
+def test_it_leaves_the_caller_the_chunks_received_before_a_stop(relay):
+    consumer, _ = stop_mid_stream(relay)
+
+    words = [chunk(f" w{i}") for i in range(len(consumer.received) - 1)]
+    assert len(consumer.received) >= 4
+    assert consumer.received == [chunk("", role="assistant"), *words]
+
+
+def test_it_hangs_up_on_the_relay_when_stopped(relay):
+    stop_mid_stream(relay)
+
+    assert relay.disconnected.wait(2)
+
+
+def test_it_stops_while_waiting_for_the_first_byte(relay):
+    relay.script(hang(10))
+    token = CancelToken()
+    consumer = Consumer(open_stream(relay, cancel=token, deadlines=Deadlines(first_byte=10)))
+    consumer.start()
+    time.sleep(0.3)
+    stopped_at = time.monotonic()
+
+    token.cancel()
+    consumer.join(5)
+
+    assert type(consumer.error) is Cancelled
+    assert consumer.ended_at - stopped_at < 1
+    assert relay.disconnected.wait(2)
+
+
+def test_it_stops_while_the_relay_is_silent_mid_answer(relay):
+    relay.script(sse([chunk("Hel")], done=False, hold_open=10))
+    token = CancelToken()
+    consumer = Consumer(open_stream(relay, cancel=token))
+    consumer.start()
+    consumer.wait_for(1)
+    time.sleep(0.2)  # blocked in recv() now
+    stopped_at = time.monotonic()
+
+    token.cancel()
+    consumer.join(5)
+
+    assert type(consumer.error) is Cancelled
+    assert consumer.ended_at - stopped_at < 1
+    assert consumer.received == [chunk("Hel")]
+
+
+def test_it_stops_while_waiting_to_retry(relay):
+    relay.script(rate_limited("5"))
+    token = CancelToken()
+    consumer = Consumer(open_stream(relay, cancel=token))
+    consumer.start()
+    time.sleep(0.3)
+    stopped_at = time.monotonic()
+
+    token.cancel()
+    consumer.join(5)
+
+    assert type(consumer.error) is Cancelled
+    assert consumer.ended_at - stopped_at < 1
+    assert len(relay.requests) == 1
+
+
+def test_it_sends_nothing_once_stopped(relay):
+    token = CancelToken()
+    token.cancel()
+
+    error = failure(relay, cancel=token)
+
+    assert type(error) is Cancelled
+    assert error.message == "Stopped before the request was sent."
+    assert relay.requests == []
+
+
+# ---------------------------------------------------------------------------- request shape
+
+
+def test_it_posts_to_chat_completions_under_the_base_url(relay):
+    list(ChatStream(relay.base_url + "/", KEY, BODY, deadlines=SAFE))
+
+    assert (relay.requests[0].method, relay.requests[0].path) == ("POST", "/v1/chat/completions")
+
+
+def test_it_sends_the_key_as_a_bearer_token(relay):
+    run(relay, sse([chunk("Hi")]))
+
+    assert headers_of(relay.requests[0])["authorization"] == f"Bearer {KEY}"
+
+
+def test_it_sends_no_authorization_header_without_a_key(relay):
+    list(ChatStream(relay.base_url, "", BODY, deadlines=SAFE))
+
+    assert "authorization" not in headers_of(relay.requests[0])
+
+
+def test_it_asks_for_an_uncompressed_event_stream(relay):
+    run(relay, sse([chunk("Hi")]))
+
+    headers = headers_of(relay.requests[0])
+    assert (headers["accept"], headers["accept-encoding"]) == ("text/event-stream", "identity")
+    assert headers["content-type"] == "application/json"
+
+
+def test_it_sends_the_providers_extra_headers(relay):
+    extra = {"Accept": "application/json", "X-Forwarded-Host": "api.quickrouter.ai"}
+
+    run(relay, sse([chunk("Hi")]), extra_headers=extra)
+
+    headers = headers_of(relay.requests[0])
+    assert (headers["accept"], headers["x-forwarded-host"]) == (
+        "application/json",
+        "api.quickrouter.ai",
+    )
+
+
+def test_it_sends_the_body_exactly_as_given(relay):
+    # Seed 001's example, with its typos ("seen", integer temperature) and a tool.
+    body = {
+        "model": "sora-2",
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "an astronaut golden retriever named Sora, 你好"}],
+        "stream": True,
+        "temperature": 1,
+        "seen": 42,
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "parameters": {"type": "object"}},
+            }
+        ],
+        "tool_choice": "auto",
+        "stream_options": {"include_usage": True},
+    }
+
+    list(open_stream(relay, body=body))
+
+    assert relay.requests[0].body == body
+
+
+# ---------------------------------------------------------------------------- list_models
+
+
+def test_it_lists_model_ids_sorted(relay):
+    models = {"object": "list", "data": [{"id": "zeta"}, {"id": "alpha"}, {"id": "mid"}]}
+    relay.script(respond(200, models))
+
+    assert list_models(relay.base_url, KEY) == ["alpha", "mid", "zeta"]
+
+
+def test_it_lists_models_with_a_get_carrying_the_key(relay):
+    list_models(relay.base_url, KEY)
+
+    received = relay.requests[0]
+    assert (received.method, received.path) == ("GET", "/v1/models")
+    assert headers_of(received)["authorization"] == f"Bearer {KEY}"
+
+
+def test_it_raises_auth_error_when_listing_models_with_a_bad_key(relay):
+    relay.script(respond(401, {"error": {"message": f"Incorrect API key provided: {KEY}"}}))
+
+    with pytest.raises(AuthError) as info:
+        list_models(relay.base_url, KEY)
+
+    assert info.value.message == (
+        "The relay rejected the API key (HTTP 401): Incorrect API key provided: [api key]"
+    )
