@@ -65,6 +65,7 @@ PROVIDER = "Bench"
 TICKS = os.sysconf("SC_CLK_TCK")
 TARGET_K, TARGET_RATE = 50, 50.0
 TARGETS = {"added p50": 2.0, "added p99": 25.0, "TTFT overhead p50": 30.0}  # ms
+NOISY_CORES = 0.25  # other processes' load above which the figures are suspect
 
 
 def log(message: str) -> None:
@@ -197,7 +198,8 @@ class Stream:
 @dataclass
 class Phase:
     streams: list[Stream]
-    cpu_seconds: float
+    cpu_seconds: float  # of the process measured (Daphne, or this one for direct)
+    other_cores: float  # average CPU of every other process on the machine
     rss_growth: int = 0  # bytes
 
     @property
@@ -234,6 +236,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
+class CpuWindow:
+    """CPU used from creation to stop(): by each of `pids`, by this process, by all else."""
+
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
+        self.start = self.sample()
+
+    def sample(self) -> list[float]:
+        own = [time.monotonic(), machine_busy_seconds(), time.process_time()]
+        return own + [cpu_seconds(pid) for pid in self.pids]
+
+    def stop(self) -> CpuWindow:
+        end = self.sample()
+        deltas = (b - a for a, b in zip(self.start, end, strict=True))
+        wall, machine, self.own, *self.by_pid = deltas
+        self.other_cores = (machine - self.own - sum(self.by_pid)) / wall
+        return self
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -257,10 +285,11 @@ class PeakRss:
 
 async def run_direct(upstream: Upstream, k: int, count: int, ramp: float) -> Phase:
     streams = [Stream() for _ in range(k)]
-    cpu_before = time.process_time()
+    cpu = CpuWindow(upstream.proc.pid)
     readers = (read_direct(upstream, count, s, i * ramp / k) for i, s in enumerate(streams))
     await asyncio.wait_for(asyncio.gather(*readers), count / upstream.rate + ramp + 60)
-    return Phase(streams, time.process_time() - cpu_before)
+    cpu.stop()
+    return Phase(streams, cpu.own, cpu.other_cores)
 
 
 async def read_direct(upstream: Upstream, count: int, stream: Stream, delay: float) -> None:
@@ -305,6 +334,7 @@ class Stack:
     server: AppServer
     client: Client
     provider: int
+    upstream_pid: int
 
     @property
     def pid(self) -> int:
@@ -326,15 +356,15 @@ async def run_stack(stack: Stack, k: int, count: int, ramp: float, rate: float) 
     watchers = [asyncio.create_task(watch(ws, s)) for ws, s in zip(sockets, streams, strict=True)]
     peak = PeakRss(stack.pid, rss_before)
     tracker = asyncio.create_task(peak.track())
-    cpu_before = cpu_seconds(stack.pid)
+    cpu = CpuWindow(stack.pid, stack.upstream_pid)
     try:
         await submit_all(stack, conversations, streams, count, ramp)
         await asyncio.wait_for(asyncio.gather(*watchers), count / rate + ramp + 60)
     finally:
-        cpu = cpu_seconds(stack.pid) - cpu_before
+        cpu.stop()
         tracker.cancel()
         await asyncio.gather(*(ws.close() for ws in sockets))
-    return Phase(streams, cpu, peak.value - rss_before)
+    return Phase(streams, cpu.by_pid[0], cpu.other_cores, peak.value - rss_before)
 
 
 async def open_socket(stack: Stack, conversation: int) -> ClientConnection:
@@ -449,7 +479,7 @@ def measure(k: int, args: argparse.Namespace, upstream: Upstream, env: dict[str,
     log(f"K={k}: through the stack…")
     with AppServer(env) as server:
         client = Client(server.url)
-        stack = Stack(server, client, provider_id(client, PROVIDER))
+        stack = Stack(server, client, provider_id(client, PROVIDER), upstream.proc.pid)
         asyncio.run(run_stack(stack, 1, 5, 0.0, args.rate))  # warm-up: imports, pools, loop
         through = asyncio.run(run_stack(stack, k, args.chunks, args.ramp, args.rate))
     output = server.output()
@@ -493,6 +523,7 @@ def table_row(row: Row) -> str:
         ms(row.ttft_overhead()),
         f"{s.cpu_per_chunk():.0f} ({d.cpu_per_chunk():.0f})",
         f"{s.rss_growth / row.k / 2**20:.2f}",
+        f"{s.other_cores:.2f} ({d.other_cores:.2f})",
         verdict,
     ]
     return "| " + " | ".join(cells) + " |"
@@ -510,6 +541,7 @@ HEADER = [
     "TTFT overhead p50 ms",
     "CPU µs/chunk Daphne (direct)",
     "RSS MB/stream",
+    "other load, cores",
     "targets at K=50",
 ]
 
@@ -526,7 +558,10 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         "",
         "Added = stack percentile - direct percentile. Targets (K=50, R=50): "
         + ", ".join(f"{name} ≤ {limit:g} ms" for name, limit in TARGETS.items())
-        + ".",
+        + ". Other load: CPU of every process but Daphne, the upstream server and this one"
+        + (" (PostgreSQL and Redis included)" if args.redis else "")
+        + ", stack phase (direct phase).",
+        "",
     ]
     return "\n".join(lines + findings(rows))
 
@@ -536,6 +571,9 @@ def findings(rows: list[Row]) -> list[str]:
     for row in rows:
         if row.k == TARGET_K and row.rate == TARGET_RATE and row.misses():
             lines.append(f"K={row.k}: missed {'; '.join(row.misses())}.")
+        busy = max(row.stack.other_cores, row.direct.other_cores)
+        if busy > NOISY_CORES:
+            lines.append(f"K={row.k}: other processes used up to {busy:.2f} cores meanwhile.")
         for phase, name in ((row.direct, "direct"), (row.stack, "stack")):
             problems = phase.problems(row.count)
             if problems:
@@ -543,7 +581,9 @@ def findings(rows: list[Row]) -> list[str]:
         if row.log_lines:
             flagged = f"{len(row.log_lines)} Daphne log lines flagged"
             lines.append(f"K={row.k}: {flagged}: {row.log_lines[:5]}")
-    return lines or ["Every chunk arrived exactly once and in order; the Daphne logs are clean."]
+    if not any("wrong" in line or "flagged" in line for line in lines):
+        lines.append("Every chunk arrived exactly once and in order; the Daphne logs are clean.")
+    return lines
 
 
 # ---------------------------------------------------------------------------- main

@@ -127,7 +127,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     if not body.get("stream"):
         return JsonResponse(completion_body(meta, choices, usage))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    tps = float(body.get("tokens_per_second") or settings.DEMO_TOKENS_PER_SECOND)
+    tps = body.get("tokens_per_second")
+    tps = float(settings.DEMO_TOKENS_PER_SECOND if tps is None else tps)  # 0: as fast as possible
     response = StreamingHttpResponse(
         stream(meta, choices, usage if include_usage else None, tps),
         content_type="text/event-stream; charset=utf-8",

@@ -10,6 +10,7 @@ never contains the API key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -45,7 +46,9 @@ class UpstreamError(Exception):
     kind = "upstream"
     retryable = False
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.status = status
@@ -153,10 +156,8 @@ class CancelToken:
 
     def _shutdown(self) -> None:
         if self._sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 # The connection classes below hand each new socket to the token of the stream
@@ -384,6 +385,7 @@ class ChatStream:
         self.started_at = self._last_data_at = time.monotonic()
         session = new_session()
         _current.token = self.cancel
+        response = None
         try:
             response = self._open(session)
             content_type = response.headers.get("Content-Type", "")
@@ -393,6 +395,10 @@ class ChatStream:
                 yield self._single(response, content_type)
         finally:
             _current.token = None
+            # Hang up now, whatever went wrong: a relay still writing is still generating
+            # (and billing); the traceback would otherwise keep the socket open.
+            if response is not None:
+                response.close()
             session.close()
 
     # -- opening, with retries before any output
@@ -472,7 +478,7 @@ class ChatStream:
                 self._sock.settimeout(left)
             try:
                 piece = raw.read1(READ_SIZE)
-            except (urllib3.exceptions.ReadTimeoutError, TimeoutError, socket.timeout):
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
                 self._raise_if_cancelled()
                 self._time_left()
                 raise UpstreamTimeout(
@@ -548,8 +554,7 @@ class ChatStream:
             chunk = json.loads(data)
         except ValueError:
             raise ProtocolError(
-                "The relay sent an event that is not valid JSON: "
-                + scrub(data[:120], self.api_key)
+                "The relay sent an event that is not valid JSON: " + scrub(data[:120], self.api_key)
             ) from None
         if not isinstance(chunk, dict):
             raise ProtocolError("The relay sent an event that is not a JSON object.")
@@ -571,7 +576,9 @@ class ChatStream:
                 "Check the base URL."
             )
         if data.get("error"):
-            raise StreamErrorEvent("The relay reported an error: " + relay_error_text(body, self.api_key))
+            raise StreamErrorEvent(
+                "The relay reported an error: " + relay_error_text(body, self.api_key)
+            )
         return completion_as_chunk(data)
 
 

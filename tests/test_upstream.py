@@ -73,10 +73,12 @@ def run_until_failure(relay: FakeRelay, *handlers, **kwargs) -> tuple[list[dict]
     """The chunks yielded before the stream raised, and what it raised."""
     relay.script(*handlers)
     received = []
-    with pytest.raises(UpstreamError) as info:
+    try:
         for item in open_stream(relay, **kwargs):
             received.append(item)
-    return received, info.value
+    except UpstreamError as error:
+        return received, error
+    pytest.fail(f"the stream ended without an error after {received}")
 
 
 def fold(chunks: list[dict]) -> Accumulator:
@@ -304,7 +306,11 @@ def test_it_reads_usage_from_the_final_chunk_without_choices(relay):
     acc = fold(run(relay, sse(events)))
 
     assert acc.usage == Usage(
-        prompt_tokens=12, completion_tokens=30, total_tokens=42, reasoning_tokens=20, cached_tokens=8
+        prompt_tokens=12,
+        completion_tokens=30,
+        total_tokens=42,
+        reasoning_tokens=20,
+        cached_tokens=8,
     )
 
 
@@ -481,9 +487,7 @@ def test_it_raises_auth_error_on_403(relay):
 
     assert type(error) is AuthError
     assert (error.kind, error.status) == ("auth", 403)
-    assert error.message == (
-        "The relay refused access (HTTP 403): This key cannot use fake-model"
-    )
+    assert error.message == ("The relay refused access (HTTP 403): This key cannot use fake-model")
 
 
 def test_it_explains_a_404(relay):
@@ -504,7 +508,9 @@ def test_it_shows_the_relays_own_words_on_400(relay):
 
     assert type(error) is HTTPStatusError
     assert (error.kind, error.status) == ("http_error", 400)
-    assert error.message == "The relay refused the request (HTTP 400): max_tokens must be at least 1"
+    assert (
+        error.message == "The relay refused the request (HTTP 400): max_tokens must be at least 1"
+    )
 
 
 @pytest.mark.parametrize("status", [500, 502])
@@ -568,7 +574,9 @@ def test_it_sleeps_before_retrying_a_429(relay):
 
 
 def test_it_raises_rate_limited_once_retries_are_used_up(relay):
-    error = failure(relay, rate_limited("1"), rate_limited("1"), max_retries=1, sleep=lambda s: False)
+    error = failure(
+        relay, rate_limited("1"), rate_limited("1"), max_retries=1, sleep=lambda s: False
+    )
 
     assert type(error) is RateLimited
     assert (error.kind, error.status, error.retry_after) == ("rate_limited", 429, 1.0)
@@ -591,7 +599,8 @@ def test_it_does_not_follow_a_redirect(relay):
     assert type(error) is HTTPStatusError
     assert error.status == 307
     assert error.message == (
-        f"The relay redirected (HTTP 307) to {target}; save that address as the provider's base URL."
+        f"The relay redirected (HTTP 307) to {target}; "
+        "save that address as the provider's base URL."
     )
 
 
@@ -636,8 +645,7 @@ def test_it_raises_incomplete_stream_at_eof_without_done(relay, mode):
     assert type(error) is IncompleteStream
     assert error.kind == "incomplete"
     assert error.message == (
-        "The stream ended before the relay said it was done (no [DONE]); "
-        "the answer may be cut off."
+        "The stream ended before the relay said it was done (no [DONE]); the answer may be cut off."
     )
 
 
@@ -841,6 +849,16 @@ def test_it_leaves_the_caller_the_chunks_received_before_a_stop(relay):
 
 def test_it_hangs_up_on_the_relay_when_stopped(relay):
     stop_mid_stream(relay)
+
+    assert relay.disconnected.wait(2)
+
+
+def test_it_hangs_up_on_the_relay_when_the_caller_stops_reading(relay):
+    relay.script(slow_stream(words=200, every=0.05))
+    chunks = iter(open_stream(relay))
+    next(chunks)
+
+    chunks.close()
 
     assert relay.disconnected.wait(2)
 

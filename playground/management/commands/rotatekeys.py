@@ -1,6 +1,6 @@
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from playground import keys
@@ -32,9 +32,20 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def rotate_all(self) -> int:
-        count = 0
-        for provider in Provider.objects.select_for_update().exclude(api_key_encrypted=""):
-            provider.api_key_encrypted = keys.rotate(provider.api_key_encrypted)
+        """All or nothing: one key that no configured key decrypts stops the rotation."""
+        providers = list(Provider.objects.select_for_update().exclude(api_key_encrypted=""))
+        unreadable = []
+        for provider in providers:
+            try:
+                provider.api_key_encrypted = keys.rotate(provider.api_key_encrypted)
+            except InvalidToken:
+                unreadable.append(f"{provider.name} ({provider.workspace.slug})")
+        if unreadable:
+            raise CommandError(
+                "No configured encryption key decrypts the key of: "
+                + ", ".join(unreadable)
+                + ". Add the old encryption key (after the new one) and run this again."
+            )
+        for provider in providers:
             provider.save(update_fields=["api_key_encrypted"])
-            count += 1
-        return count
+        return len(providers)

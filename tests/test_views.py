@@ -1,0 +1,146 @@
+"""Pages and the JSON API: login, conversations, membership, validation."""
+
+import json
+
+import pytest
+from django.test import Client
+
+from playground.models import Conversation, Membership, Message, Provider
+
+
+@pytest.fixture
+def as_alice(alice):
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def conversation(alice, workspace):
+    return Conversation.objects.create(workspace=workspace, creator=alice, title="Tides")
+
+
+def test_the_page_needs_a_login(db):
+    response = Client().get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/"
+
+
+def test_the_login_page_logs_in(alice):
+    client = Client()
+    response = client.post("/accounts/login/", {"username": "alice", "password": "alice-password"})
+    assert response.status_code == 302
+    assert client.get("/").status_code == 200
+
+
+def test_the_page_has_the_named_controls(as_alice):
+    html = as_alice.get("/").content.decode()
+    for control in (
+        '<label for="provider">Provider</label>',
+        '<label for="model">Model</label>',
+        '<label for="system">System prompt</label>',
+        '<label for="message" class="visually-hidden">Message</label>',
+        'role="region" aria-label="Conversation"',
+        '<label for="param-temperature">temperature</label>',
+        '<label for="param-max_tokens">max_tokens</label>',
+        '<label for="param-stop">stop</label>',
+        '<label for="param-seed">seed</label>',
+        '<label for="param-stream">stream</label>',
+    ):
+        assert control in html
+
+
+def test_the_api_answers_401_without_a_login(db):
+    response = Client().get("/api/conversations/")
+    assert response.status_code == 401
+    assert response.json() == {"error": "Log in first."}
+
+
+def test_members_create_rename_and_delete_conversations(as_alice):
+    created = as_alice.post("/api/conversations/", {}, content_type="application/json").json()
+    assert created["title"] == "New conversation"
+    renamed = as_alice.patch(
+        f"/api/conversations/{created['id']}/", {"title": "Moon"}, content_type="application/json"
+    )
+    assert renamed.json()["title"] == "Moon"
+    assert as_alice.delete(f"/api/conversations/{created['id']}/").json() == {"deleted": created["id"]}
+    assert not Conversation.objects.exists()
+
+
+def test_a_rename_to_nothing_is_refused(as_alice, conversation):
+    response = as_alice.patch(
+        f"/api/conversations/{conversation.id}/", {"title": "  "}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"title": "cannot be empty"}
+
+
+def test_teammates_share_conversations(bob, conversation):
+    client = Client()
+    client.force_login(bob)
+    titles = [c["title"] for c in client.get("/api/conversations/").json()["conversations"]]
+    assert titles == ["Tides"]
+
+
+def test_outsiders_cannot_read_a_conversation(charlie, conversation):
+    client = Client()
+    client.force_login(charlie)
+    assert client.get(f"/api/conversations/{conversation.id}/").status_code == 404
+    assert client.get(f"/c/{conversation.id}/").status_code == 404
+
+
+def test_viewers_cannot_delete(bob, conversation):
+    Membership.objects.filter(user=bob).update(role=Membership.Role.VIEWER)
+    client = Client()
+    client.force_login(bob)
+    assert client.delete(f"/api/conversations/{conversation.id}/").status_code == 403
+    assert Conversation.objects.filter(id=conversation.id).exists()
+
+
+def test_the_transcript_lists_messages_and_runs(as_alice, conversation):
+    Message.objects.create(conversation=conversation, position=1, role="user", content="hi")
+    data = as_alice.get(f"/api/conversations/{conversation.id}/").json()
+    assert [(m["role"], m["content"]) for m in data["messages"]] == [("user", "hi")]
+    assert data["runs"] == []
+
+
+def test_a_submission_with_bad_fields_names_each_field(as_alice, conversation, provider):
+    body = {
+        "provider": provider.id,
+        "model": "",
+        "message": "hi",
+        "params": {"n": 0, "stop": ["a", "b", "c", "d", "e"], "logit_bias": {"50256": -101}, "wat": 1},
+    }
+    response = as_alice.post(
+        f"/api/conversations/{conversation.id}/runs/", json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["fields"] == {
+        "model": "choose or type a model",
+        "n": "must be between 1 and 128",
+        "stop": "can hold at most 4 sequences",
+        "logit_bias": "bias for token 50256 must be between -100 and 100",
+        "wat": "is not a known parameter; put it in the extra body instead",
+    }
+
+
+def test_a_provider_of_another_workspace_cannot_be_used(as_alice, conversation, charlie):
+    other = Provider.objects.create(workspace=charlie.memberships.get().workspace, name="Theirs", base_url="http://x/v1")
+    body = {"provider": other.id, "model": "m", "message": "hi"}
+    response = as_alice.post(
+        f"/api/conversations/{conversation.id}/runs/", json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"provider": "is not an enabled provider of this workspace"}
+
+
+def test_models_come_from_the_provider(as_alice, provider):
+    assert as_alice.get(f"/api/providers/{provider.id}/models/").json() == {"models": ["fake-large", "fake-model"]}
+
+
+def test_an_unreachable_model_list_says_why(as_alice, workspace):
+    dead = Provider(workspace=workspace, name="Dead", base_url="http://127.0.0.1:9/v1")
+    dead.set_api_key("sk-dead")
+    dead.save()
+    data = as_alice.get(f"/api/providers/{dead.id}/models/").json()
+    assert data == {"models": [], "error": "Could not connect to 127.0.0.1:9: connection refused."}
