@@ -86,7 +86,7 @@ def check_stop(value: Any, spec: dict) -> str | None:
 
 def check_stream_options(value: Any, spec: dict) -> str | None:
     if not isinstance(value, dict):
-        return "must be an object such as {\"include_usage\": true}"
+        return 'must be an object such as {"include_usage": true}'
     if "include_usage" in value and not isinstance(value["include_usage"], bool):
         return "include_usage must be true or false"
     return None
@@ -109,7 +109,7 @@ def check_tools(value: Any, spec: dict) -> str | None:
     for i, tool in enumerate(value):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            return f"tool {i} needs {{\"type\": \"function\", \"function\": {{\"name\": …}}}}"
+            return f'tool {i} needs {{"type": "function", "function": {{"name": …}}}}'
         if "parameters" in function and not isinstance(function["parameters"], dict):
             return f"tool {i}: parameters must be a JSON Schema object"
     return None

@@ -41,9 +41,7 @@ class Membership(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "user"], name="one_membership_per_user")
-        ]
+        constraints = [models.UniqueConstraint(fields=["workspace", "user"], name="one_membership_per_user")]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.workspace} ({self.role})"
@@ -91,9 +89,7 @@ class Provider(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "name"], name="unique_provider_name")
-        ]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="unique_provider_name")]
 
     def __str__(self) -> str:
         return self.name
@@ -165,9 +161,7 @@ class Message(models.Model):
     tool_calls = models.JSONField(null=True, blank=True)
     tool_call_id = models.CharField(max_length=100, blank=True)
     reasoning = models.TextField(blank=True)
-    run = models.ForeignKey(
-        "Run", models.SET_NULL, null=True, blank=True, related_name="messages"
-    )
+    run = models.ForeignKey("Run", models.SET_NULL, null=True, blank=True, related_name="messages")
     choice_index = models.PositiveIntegerField(default=0)
     # Of a run's n choices, only the chosen one continues the conversation.
     in_history = models.BooleanField(default=True)
@@ -216,9 +210,7 @@ class Run(models.Model):
     ACTIVE = (Status.QUEUED, Status.STREAMING)
 
     conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="runs")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="runs"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="runs")
     provider = models.ForeignKey(Provider, models.SET_NULL, null=True, related_name="runs")
     provider_name = models.CharField(max_length=100)
     model = models.CharField(max_length=200)
@@ -307,9 +299,7 @@ class Run(models.Model):
             "finish_reasons": self.finish_reasons,
             "usage": self.usage(),
             "timing": self.timing(),
-            "error": {"kind": self.error_kind, "message": self.error_message}
-            if self.error_kind
-            else None,
+            "error": {"kind": self.error_kind, "message": self.error_message} if self.error_kind else None,
             "submitted_at": self.submitted_at.isoformat(),
         }
 

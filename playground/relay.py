@@ -27,7 +27,7 @@ from datetime import timedelta
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from playground.models import Conversation, Message, Run
@@ -44,8 +44,7 @@ from playground.upstream import (
 log = logging.getLogger(__name__)
 
 INTERRUPTED_MESSAGE = (
-    "The server process running this answer stopped before it finished; "
-    "the text saved up to then is kept."
+    "The server process running this answer stopped before it finished; the text saved up to then is kept."
 )
 
 
@@ -345,9 +344,7 @@ def record_usage(run: Run, acc: Accumulator) -> None:
         run.usage_estimated = False
         return
     run.prompt_tokens = count_prompt_tokens(run.request_body.get("messages") or [])
-    run.completion_tokens = sum(
-        count_tokens(c["content"]) + count_tokens(c["reasoning"]) for c in run.output
-    )
+    run.completion_tokens = sum(count_tokens(c["content"]) + count_tokens(c["reasoning"]) for c in run.output)
     run.total_tokens = run.prompt_tokens + run.completion_tokens
     run.usage_estimated = True
 

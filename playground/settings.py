@@ -33,7 +33,7 @@ SECRET_KEY = os.getenv("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "dev-only-insecure-secret-key"  # noqa: S105 - only ever used with DEBUG on
+    SECRET_KEY = "dev-only-insecure-secret-key"
 
 # Never "*": AllowedHostsOriginValidator treats it as "allow every Origin".
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")

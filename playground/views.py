@@ -10,11 +10,11 @@ from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from playground import relay
-from playground.keys import KeyDecryptError
 from playground.forms import PARAMETERS, Invalid, build_body, clean_submission
+from playground.keys import KeyDecryptError
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
 from playground.upstream import UpstreamError, build_headers, list_models, masked_headers
 
@@ -96,7 +96,9 @@ def index(request: HttpRequest, conversation_id: int | None = None) -> HttpRespo
         "conversation": conversation_id,
         "user": request.user.get_username(),
         "canRun": membership_for(request.user, workspace.id).can_run,
-        "providers": [p.to_dict() for p in workspace.providers.filter(enabled=True).order_by("-is_demo", "name")],
+        "providers": [
+            p.to_dict() for p in workspace.providers.filter(enabled=True).order_by("-is_demo", "name")
+        ],
         "parameters": PARAMETERS,
     }
     workspaces = Workspace.objects.filter(memberships__user=request.user).order_by("name")
@@ -266,8 +268,10 @@ def sync_system_prompt(conv: Conversation, system: str) -> list[Message]:
 
 
 def title_from(content) -> str:
-    text = content if isinstance(content, str) else " ".join(
-        p.get("text", "") for p in content if p.get("type") == "text"
+    text = (
+        content
+        if isinstance(content, str)
+        else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
     )
     text = " ".join(text.split())
     return (text[:60] + "…") if len(text) > 60 else (text or "New conversation")
@@ -315,7 +319,9 @@ def run_for(user, run_id: int) -> Run:
 def run_detail(request: HttpRequest, run_id: int) -> JsonResponse:
     run = get_object_or_404(Run.objects.select_related("user"), id=run_id)
     conversation_for(request.user, run.conversation_id)
-    return JsonResponse({**run.to_dict(), "request_body": run.request_body, "request_headers": run.request_headers})
+    return JsonResponse(
+        {**run.to_dict(), "request_body": run.request_body, "request_headers": run.request_headers}
+    )
 
 
 # ---------------------------------------------------------------------------- providers
@@ -333,4 +339,3 @@ def provider_models(request: HttpRequest, provider_id: int) -> JsonResponse:
     except UpstreamError as exc:
         return JsonResponse({"models": [], "error": exc.message})
     return JsonResponse({"models": models})
-

@@ -124,8 +124,10 @@ def sse(
 
 def respond(status: int, body: dict | str | bytes = b"", headers: dict | None = None) -> Handler:
     def handle(h: _Handler) -> None:
-        data = body if isinstance(body, bytes) else (
-            body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        data = (
+            body
+            if isinstance(body, bytes)
+            else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
         )
         hdrs = {"Content-Type": "application/json", **(headers or {})}
         h.start(status, {**hdrs, "Content-Length": str(len(data))}, mode="length")
@@ -285,7 +287,11 @@ class FakeRelay:
         if not body.get("stream"):
             message = {"role": "assistant", "content": "".join(words)}
             choices = [{"index": i, "message": message, "finish_reason": "stop"} for i in range(n)]
-            usage = {"prompt_tokens": 7, "completion_tokens": len(words) * n, "total_tokens": 7 + len(words) * n}
+            usage = {
+                "prompt_tokens": 7,
+                "completion_tokens": len(words) * n,
+                "total_tokens": 7 + len(words) * n,
+            }
             respond(200, {"id": "x", "object": "chat.completion", "choices": choices, "usage": usage})(h)
             return
         events: list = [chunk("", role="assistant", index=i) for i in range(n)]

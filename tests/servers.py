@@ -118,8 +118,16 @@ class AppServer:
     def start(self) -> AppServer:
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "playground.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "playground.asgi:application",
+            ],
             env=self.env,
             cwd=ROOT,
             stdout=self.log,

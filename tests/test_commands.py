@@ -53,8 +53,18 @@ def test_new_users_join_the_first_workspace(workspace):
 
 def test_addprovider_reads_the_key_from_the_environment(workspace, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_PROVIDER_KEY", "sk-from-env-1234")
-    output = run("addprovider", "Quick", "--base-url", "https://api.quickrouter.ai/v1", "--workspace", "acme",
-                 "--header", "Accept: application/json", "--header", "X-Forwarded-Host:api.quickrouter.ai")
+    output = run(
+        "addprovider",
+        "Quick",
+        "--base-url",
+        "https://api.quickrouter.ai/v1",
+        "--workspace",
+        "acme",
+        "--header",
+        "Accept: application/json",
+        "--header",
+        "X-Forwarded-Host:api.quickrouter.ai",
+    )
     provider = Provider.objects.get(name="Quick")
     assert provider.get_api_key() == "sk-from-env-1234"
     assert provider.extra_headers == {"Accept": "application/json", "X-Forwarded-Host": "api.quickrouter.ai"}
@@ -83,5 +93,13 @@ def test_addprovider_refuses_a_bad_url(workspace, monkeypatch):
 def test_addprovider_refuses_an_authorization_header(workspace, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_PROVIDER_KEY", "k")
     with pytest.raises(CommandError, match="API key field"):
-        run("addprovider", "X", "--base-url", "https://x/v1", "--workspace", "acme",
-            "--header", "Authorization: Bearer sk-oops")
+        run(
+            "addprovider",
+            "X",
+            "--base-url",
+            "https://x/v1",
+            "--workspace",
+            "acme",
+            "--header",
+            "Authorization: Bearer sk-oops",
+        )

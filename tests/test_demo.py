@@ -43,7 +43,9 @@ async def test_echo_streams_the_last_user_message_token_by_token():
 
 
 async def test_usage_comes_last_only_when_asked():
-    with_usage = await events(await post(ask("a b c", stream=True, tokens_per_second=0, stream_options={"include_usage": True})))
+    with_usage = await events(
+        await post(ask("a b c", stream=True, tokens_per_second=0, stream_options={"include_usage": True}))
+    )
     without = await events(await post(ask("a b c", stream=True, tokens_per_second=0)))
     assert with_usage[-1]["choices"] == []
     assert with_usage[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
@@ -51,7 +53,12 @@ async def test_usage_comes_last_only_when_asked():
 
 
 async def test_lorem_is_as_long_as_max_tokens_and_cut_there():
-    body = {"model": "demo-lorem", "messages": [{"role": "user", "content": "x"}], "max_tokens": 25, "seed": 3}
+    body = {
+        "model": "demo-lorem",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 25,
+        "seed": 3,
+    }
     data = (await post(body)).json()
     assert len(split_tokens(data["choices"][0]["message"]["content"])) == 25
     assert data["choices"][0]["finish_reason"] == "length"
@@ -67,8 +74,14 @@ async def test_lorem_is_deterministic_per_seed():
 
 
 async def test_n_gives_that_many_choices_by_index():
-    body = {"model": "demo-lorem", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5, "n": 3,
-            "stream": True, "tokens_per_second": 0}
+    body = {
+        "model": "demo-lorem",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 5,
+        "n": 3,
+        "stream": True,
+        "tokens_per_second": 0,
+    }
     acc = fold(await events(await post(body)))
     assert sorted(acc.choices) == [0, 1, 2]
     assert len({"".join(c.content) for c in acc.choices.values()}) == 3
@@ -94,4 +107,3 @@ async def test_a_missing_key_is_a_401():
 async def test_the_models_endpoint_lists_both_models():
     data = (await AsyncClient().get("/demo/v1/models")).json()
     assert [m["id"] for m in data["data"]] == ["demo-echo", "demo-lorem"]
-

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def get(cookie: str, path: str) -> str:
-    response = await HttpCommunicator(application, "GET", path, headers=headers(cookie)).get_response(timeout=10)
+    response = await HttpCommunicator(application, "GET", path, headers=headers(cookie)).get_response(
+        timeout=10
+    )
     return response["body"].decode()
 
 
@@ -40,7 +42,8 @@ def everything_stored() -> str:
         name = connection.settings_dict["NAME"]
         for path in (name, f"{name}-wal"):
             if os.path.exists(path):
-                raw += open(path, "rb").read().decode("latin-1")
+                with open(path, "rb") as f:
+                    raw += f.read().decode("latin-1")
     return dumped + raw
 
 
@@ -67,8 +70,13 @@ async def test_a_canary_key_appears_nowhere(alice, workspace, fake_relay, caplog
     await ws.disconnect()
     assert fake_relay.requests[0].headers["Authorization"] == f"Bearer {CANARY_KEY}"
     seen = [out.getvalue(), json.dumps(frames), json.dumps(answer), caplog.text]
-    for path in ("/", f"/c/{conversation.id}/", f"/api/conversations/{conversation.id}/",
-                 f"/api/runs/{answer['run']['id']}/", f"/api/providers/{provider.id}/models/"):
+    for path in (
+        "/",
+        f"/c/{conversation.id}/",
+        f"/api/conversations/{conversation.id}/",
+        f"/api/runs/{answer['run']['id']}/",
+        f"/api/providers/{provider.id}/models/",
+    ):
         seen.append(await get(cookie, path))
     seen.append(await sync_to_async(everything_stored)())
     assert "Incorrect API key provided: [api key]" in frames[-1]["run"]["error"]["message"]
@@ -94,8 +102,14 @@ def test_the_admin_sets_a_new_key_without_showing_it(alice, provider):
     alice.save()
     client = Client()
     client.force_login(alice)
-    form = {"workspace": provider.workspace_id, "name": "Fake", "base_url": provider.base_url,
-            "api_key": "sk-replacement-0000-9999", "extra_headers": "{}", "enabled": "on"}
+    form = {
+        "workspace": provider.workspace_id,
+        "name": "Fake",
+        "base_url": provider.base_url,
+        "api_key": "sk-replacement-0000-9999",
+        "extra_headers": "{}",
+        "enabled": "on",
+    }
     response = client.post(f"/admin/playground/provider/{provider.id}/change/", form)
     assert response.status_code == 302
     provider.refresh_from_db()

@@ -111,8 +111,12 @@ async def test_it_streams_a_run_to_a_watching_websocket(alice_cookie, conversati
     assert done["status"] == "completed"
     assert done["choices"][0]["content"] == "Hello from the fake relay"
     assert done["usage"] == {
-        "prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12,
-        "reasoning_tokens": None, "cached_tokens": None, "estimated": False,
+        "prompt_tokens": 7,
+        "completion_tokens": 5,
+        "total_tokens": 12,
+        "reasoning_tokens": None,
+        "cached_tokens": None,
+        "estimated": False,
     }
     await ws.disconnect()
 
@@ -153,7 +157,9 @@ async def test_two_viewers_see_the_same_run(alice_cookie, bob, conversation, pro
     await second.disconnect()
 
 
-async def test_a_reconnect_mid_stream_loses_and_repeats_nothing(alice_cookie, conversation, provider, fake_relay):
+async def test_a_reconnect_mid_stream_loses_and_repeats_nothing(
+    alice_cookie, conversation, provider, fake_relay
+):
     fake_relay.script(slow_stream(words=40, every=0.03))
     ws = await watch(alice_cookie, conversation)
     _, data = await submit(alice_cookie, conversation, provider)
@@ -174,7 +180,9 @@ async def test_a_reconnect_mid_stream_loses_and_repeats_nothing(alice_cookie, co
     await again.disconnect()
 
 
-async def test_stop_keeps_the_partial_text_and_estimates_usage(alice_cookie, conversation, provider, fake_relay):
+async def test_stop_keeps_the_partial_text_and_estimates_usage(
+    alice_cookie, conversation, provider, fake_relay
+):
     fake_relay.script(slow_stream(words=500, every=0.02))
     ws = await watch(alice_cookie, conversation)
     _, data = await submit(alice_cookie, conversation, provider)
@@ -209,7 +217,9 @@ async def test_a_broken_stream_fails_in_plain_words_and_keeps_the_partial_answer
     await ws.disconnect()
 
 
-async def test_an_upstream_401_reaches_the_user_without_the_key(alice_cookie, conversation, provider, fake_relay):
+async def test_an_upstream_401_reaches_the_user_without_the_key(
+    alice_cookie, conversation, provider, fake_relay
+):
     from tests.fakes import respond
 
     fake_relay.script(respond(401, {"error": {"message": f"Incorrect API key provided: {CANARY_KEY}"}}))
@@ -224,7 +234,9 @@ async def test_an_upstream_401_reaches_the_user_without_the_key(alice_cookie, co
     await ws.disconnect()
 
 
-async def test_a_relay_without_usage_gets_an_estimate_flagged_as_such(alice_cookie, conversation, provider, fake_relay):
+async def test_a_relay_without_usage_gets_an_estimate_flagged_as_such(
+    alice_cookie, conversation, provider, fake_relay
+):
     fake_relay.script(sse([chunk("one two three"), chunk(finish="stop")]))
     ws = await watch(alice_cookie, conversation)
     await submit(alice_cookie, conversation, provider, "count")
@@ -243,7 +255,9 @@ async def test_several_choices_are_kept_apart(alice_cookie, conversation, provid
     await ws.disconnect()
 
 
-async def test_invalid_parameters_are_refused_before_any_upstream_call(alice_cookie, conversation, provider, fake_relay):
+async def test_invalid_parameters_are_refused_before_any_upstream_call(
+    alice_cookie, conversation, provider, fake_relay
+):
     status, body = await submit(alice_cookie, conversation, provider, temperature=2.5, top_logprobs=3)
     assert status == 400
     assert body["fields"] == {
@@ -293,7 +307,9 @@ async def test_anonymous_visitors_are_refused_with_4401(conversation):
 
 async def test_foreign_origins_are_refused(alice_cookie, conversation):
     ws = WebsocketCommunicator(
-        application, f"/ws/conversations/{conversation.id}/", headers=headers(alice_cookie, "http://evil.example")
+        application,
+        f"/ws/conversations/{conversation.id}/",
+        headers=headers(alice_cookie, "http://evil.example"),
     )
     connected, _ = await ws.connect()
     assert connected is False
@@ -301,12 +317,29 @@ async def test_foreign_origins_are_refused(alice_cookie, conversation):
 
 async def test_an_interrupted_run_is_reconciled(alice, alice_cookie, conversation, provider):
     old = timezone.now() - timedelta(minutes=5)
-    partial = [{"index": 0, "content": "Checkpointed te", "reasoning": "", "tool_calls": None,
-                "logprobs": None, "finish_reason": None}]
+    partial = [
+        {
+            "index": 0,
+            "content": "Checkpointed te",
+            "reasoning": "",
+            "tool_calls": None,
+            "logprobs": None,
+            "finish_reason": None,
+        }
+    ]
     orphan = await Run.objects.acreate(
-        conversation=conversation, user=alice, provider=provider, provider_name="Fake", model="m",
-        status="streaming", submitted_at=old, heartbeat_at=old, output=partial, last_seq=4,
-        owner="relay.gone!process", position=2,
+        conversation=conversation,
+        user=alice,
+        provider=provider,
+        provider_name="Fake",
+        model="m",
+        status="streaming",
+        submitted_at=old,
+        heartbeat_at=old,
+        output=partial,
+        last_seq=4,
+        owner="relay.gone!process",
+        position=2,
     )
     ws = await watch(alice_cookie, conversation)
     assert await ws.receive_json_from() == {"type": "sync", "active": []}
@@ -320,21 +353,33 @@ async def test_an_interrupted_run_is_reconciled(alice, alice_cookie, conversatio
 
 async def test_a_live_run_of_another_process_is_left_alone(alice, conversation, provider):
     live = await Run.objects.acreate(
-        conversation=conversation, user=alice, provider=provider, provider_name="Fake", model="m",
-        status="streaming", heartbeat_at=timezone.now(), owner="relay.other!process", position=2,
+        conversation=conversation,
+        user=alice,
+        provider=provider,
+        provider_name="Fake",
+        model="m",
+        status="streaming",
+        heartbeat_at=timezone.now(),
+        owner="relay.other!process",
+        position=2,
     )
     await sync_to_async(relay.reconcile_stale_runs)()
     await live.arefresh_from_db()
     assert live.status == "streaming"
 
 
-async def test_a_client_that_falls_behind_is_closed_and_resyncs(alice_cookie, conversation, provider, fake_relay):
+async def test_a_client_that_falls_behind_is_closed_and_resyncs(
+    alice_cookie, conversation, provider, fake_relay
+):
     """A gap in seq means the layer dropped messages for us: close with 4008."""
     ws = await watch(alice_cookie, conversation)
     await ws.receive_json_from()
     layer = get_channel_layer()
-    await layer.group_send(f"conversation-{conversation.id}", {"type": "run.delta", "run": 999, "seq": 1, "choices": []})
-    await layer.group_send(f"conversation-{conversation.id}", {"type": "run.delta", "run": 999, "seq": 5, "choices": []})
+    await layer.group_send(
+        f"conversation-{conversation.id}", {"type": "run.delta", "run": 999, "seq": 1, "choices": []}
+    )
+    await layer.group_send(
+        f"conversation-{conversation.id}", {"type": "run.delta", "run": 999, "seq": 5, "choices": []}
+    )
     assert (await ws.receive_json_from())["seq"] == 1
     assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4008}
-

@@ -25,9 +25,12 @@ FAST_RECONCILE = {
 
 @pytest.fixture(scope="module")
 def cluster():
-    with app_database("postgres", redis=True, **FAST_RECONCILE) as env:
-        with AppServer(env) as first, AppServer(env) as second:
-            yield first, second
+    with (
+        app_database("postgres", redis=True, **FAST_RECONCILE) as env,
+        AppServer(env) as first,
+        AppServer(env) as second,
+    ):
+        yield first, second
 
 
 async def connect(client: Client, conversation: int):
@@ -60,8 +63,15 @@ def shown_text(events: list[dict], run_id: int) -> str:
 
 
 def expected_lorem(server_url: str, max_tokens: int, seed: int = 0) -> str:
-    body = {"model": "demo-lorem", "messages": [{"role": "user", "content": "x"}], "max_tokens": max_tokens, "seed": seed}
-    response = requests.post(f"{server_url}/demo/v1/chat/completions", json=body, headers={"Authorization": "Bearer x"})
+    body = {
+        "model": "demo-lorem",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": max_tokens,
+        "seed": seed,
+    }
+    response = requests.post(
+        f"{server_url}/demo/v1/chat/completions", json=body, headers={"Authorization": "Bearer x"}
+    )
     return response.json()["choices"][0]["message"]["content"]
 
 
@@ -71,8 +81,14 @@ async def test_a_run_submitted_through_one_process_streams_to_a_watcher_on_the_o
     conversation = alice_a.new_conversation()
     ws = await connect(alice_b, conversation)
     assert await next_event(ws) == {"type": "sync", "active": []}
-    response = alice_a.submit(conversation, alice_a.demo_provider(), "go", stream=True, max_tokens=40,
-                              extra_body={"tokens_per_second": 200})
+    response = alice_a.submit(
+        conversation,
+        alice_a.demo_provider(),
+        "go",
+        stream=True,
+        max_tokens=40,
+        extra_body={"tokens_per_second": 200},
+    )
     assert response.status_code == 201
     run_id = response.json()["run"]["id"]
     events = await until(ws, "run.done")
@@ -89,8 +105,14 @@ async def test_a_run_is_stopped_through_the_other_process(cluster):
     conversation = alice_a.new_conversation()
     ws = await connect(alice_b, conversation)
     await next_event(ws)
-    run_id = alice_a.submit(conversation, alice_a.demo_provider(), "go", stream=True, max_tokens=2000,
-                            extra_body={"tokens_per_second": 20}).json()["run"]["id"]
+    run_id = alice_a.submit(
+        conversation,
+        alice_a.demo_provider(),
+        "go",
+        stream=True,
+        max_tokens=2000,
+        extra_body={"tokens_per_second": 20},
+    ).json()["run"]["id"]
     events = []
     while sum(e["type"] == "run.delta" for e in events) < 3:
         events.append(await next_event(ws))
@@ -110,8 +132,14 @@ async def test_a_reconnect_to_the_other_process_resumes_without_loss_or_repeats(
     conversation = alice_a.new_conversation()
     ws = await connect(alice_b, conversation)
     await next_event(ws)
-    run_id = alice_a.submit(conversation, alice_a.demo_provider(), "go", stream=True, max_tokens=120,
-                            extra_body={"tokens_per_second": 60}).json()["run"]["id"]
+    run_id = alice_a.submit(
+        conversation,
+        alice_a.demo_provider(),
+        "go",
+        stream=True,
+        max_tokens=120,
+        extra_body={"tokens_per_second": 60},
+    ).json()["run"]["id"]
     before = []
     while sum(e["type"] == "run.delta" for e in before) < 5:
         before.append(await next_event(ws))
@@ -127,26 +155,35 @@ async def test_a_reconnect_to_the_other_process_resumes_without_loss_or_repeats(
 
 
 async def test_a_run_left_by_a_killed_process_is_marked_interrupted_by_the_survivor():
-    with app_database("postgres", redis=True, **FAST_RECONCILE) as env:
-        with AppServer(env) as doomed, AppServer(env) as survivor:
-            alice_doomed, alice_survivor = Client(doomed.url), Client(survivor.url)
-            conversation = alice_doomed.new_conversation()
-            ws = await connect(alice_survivor, conversation)
-            await next_event(ws)
-            run_id = alice_doomed.submit(conversation, alice_doomed.demo_provider(), "go", stream=True,
-                                         max_tokens=5000, extra_body={"tokens_per_second": 30}).json()["run"]["id"]
-            events = []
-            while sum(e["type"] == "run.delta" for e in events) < 30:  # past a checkpoint
-                events.append(await next_event(ws))
-            doomed.kill()
-            events += await until(ws, "run.done", timeout=20)
-            done = events[-1]["run"]
-            assert done["status"] == "interrupted"
-            assert done["error"]["kind"] == "interrupted"
-            assert done["choices"][0]["content"]
-            assert shown_text(events, run_id).startswith(done["choices"][0]["content"])
-            transcript = alice_survivor.get(f"/api/conversations/{conversation}/").json()
-            assert [m["content"] for m in transcript["messages"] if m["role"] == "assistant"] == [
-                done["choices"][0]["content"]
-            ]
-            await ws.close()
+    with (
+        app_database("postgres", redis=True, **FAST_RECONCILE) as env,
+        AppServer(env) as doomed,
+        AppServer(env) as survivor,
+    ):
+        alice_doomed, alice_survivor = Client(doomed.url), Client(survivor.url)
+        conversation = alice_doomed.new_conversation()
+        ws = await connect(alice_survivor, conversation)
+        await next_event(ws)
+        run_id = alice_doomed.submit(
+            conversation,
+            alice_doomed.demo_provider(),
+            "go",
+            stream=True,
+            max_tokens=5000,
+            extra_body={"tokens_per_second": 30},
+        ).json()["run"]["id"]
+        events = []
+        while sum(e["type"] == "run.delta" for e in events) < 30:  # past a checkpoint
+            events.append(await next_event(ws))
+        doomed.kill()
+        events += await until(ws, "run.done", timeout=20)
+        done = events[-1]["run"]
+        assert done["status"] == "interrupted"
+        assert done["error"]["kind"] == "interrupted"
+        assert done["choices"][0]["content"]
+        assert shown_text(events, run_id).startswith(done["choices"][0]["content"])
+        transcript = alice_survivor.get(f"/api/conversations/{conversation}/").json()
+        assert [m["content"] for m in transcript["messages"] if m["role"] == "assistant"] == [
+            done["choices"][0]["content"]
+        ]
+        await ws.close()

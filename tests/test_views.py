@@ -125,7 +125,9 @@ def test_a_submission_with_bad_fields_names_each_field(as_alice, conversation, p
 
 
 def test_a_provider_of_another_workspace_cannot_be_used(as_alice, conversation, charlie):
-    other = Provider.objects.create(workspace=charlie.memberships.get().workspace, name="Theirs", base_url="http://x/v1")
+    other = Provider.objects.create(
+        workspace=charlie.memberships.get().workspace, name="Theirs", base_url="http://x/v1"
+    )
     body = {"provider": other.id, "model": "m", "message": "hi"}
     response = as_alice.post(
         f"/api/conversations/{conversation.id}/runs/", json.dumps(body), content_type="application/json"
@@ -135,7 +137,9 @@ def test_a_provider_of_another_workspace_cannot_be_used(as_alice, conversation, 
 
 
 def test_models_come_from_the_provider(as_alice, provider):
-    assert as_alice.get(f"/api/providers/{provider.id}/models/").json() == {"models": ["fake-large", "fake-model"]}
+    assert as_alice.get(f"/api/providers/{provider.id}/models/").json() == {
+        "models": ["fake-large", "fake-model"]
+    }
 
 
 def test_an_unreachable_model_list_says_why(as_alice, workspace):

@@ -25,9 +25,7 @@ class Command(BaseCommand):
             keys.write_key_file(keys.load_keys()[:1])
             self.stdout.write(f"Generated a new key in {settings.ENCRYPTION_KEY_FILE}.")
         else:
-            self.stdout.write(
-                "Done. You can now drop the old keys from PLAYGROUND_ENCRYPTION_KEYS."
-            )
+            self.stdout.write("Done. You can now drop the old keys from PLAYGROUND_ENCRYPTION_KEYS.")
         self.stdout.write(f"Re-encrypted {count} provider key(s).")
 
     @transaction.atomic
