@@ -46,9 +46,7 @@ class UpstreamError(Exception):
     kind = "upstream"
     retryable = False
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
-    ):
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
@@ -297,8 +295,7 @@ def status_error(status: int, body: bytes, headers: Any, secret: str) -> HTTPSta
     if 300 <= status < 400:
         where = scrub(headers.get("Location", "elsewhere"), secret)
         return HTTPStatusError(
-            f"The relay redirected (HTTP {status}) to {where}; "
-            "save that address as the provider's base URL.",
+            f"The relay redirected (HTTP {status}) to {where}; save that address as the provider's base URL.",
             status=status,
         )
     if status >= 500:
@@ -481,9 +478,7 @@ class ChatStream:
             except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
                 self._raise_if_cancelled()
                 self._time_left()
-                raise UpstreamTimeout(
-                    f"The relay sent nothing for {self.deadlines.idle:g} s."
-                ) from None
+                raise UpstreamTimeout(f"The relay sent nothing for {self.deadlines.idle:g} s.") from None
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
                 self._raise_if_cancelled()
                 raise IncompleteStream(
@@ -500,9 +495,7 @@ class ChatStream:
         now = time.monotonic()
         total_left = self.deadlines.total - (now - self.started_at)
         if total_left <= 0:
-            raise UpstreamTimeout(
-                f"The answer took longer than the {self.deadlines.total:g} s limit."
-            )
+            raise UpstreamTimeout(f"The answer took longer than the {self.deadlines.total:g} s limit.")
         # Only events move _last_data_at: keep-alive comments do not hold this off.
         idle_left = self.deadlines.idle - (now - self._last_data_at)
         if idle_left <= 0:
@@ -537,16 +530,14 @@ class ChatStream:
                 raise
             if event.event == "error" or chunk.get("error"):
                 raise StreamErrorEvent(
-                    "The relay reported an error mid-answer: "
-                    + relay_error_text(data.encode(), self.api_key)
+                    "The relay reported an error mid-answer: " + relay_error_text(data.encode(), self.api_key)
                 )
             yield chunk
         response.close()
         if not done:
             self._raise_if_cancelled()
             raise IncompleteStream(
-                "The stream ended before the relay said it was done (no [DONE]); "
-                "the answer may be cut off."
+                "The stream ended before the relay said it was done (no [DONE]); the answer may be cut off."
             )
 
     def _decode(self, data: str) -> dict:
@@ -572,13 +563,10 @@ class ChatStream:
             kind = content_type.split(";")[0] or "no content type"
             snippet = " ".join(scrub(text[:120], self.api_key).split())
             raise ProtocolError(
-                f"Asked for {asked} but the relay answered with {kind}: {snippet!r}. "
-                "Check the base URL."
+                f"Asked for {asked} but the relay answered with {kind}: {snippet!r}. Check the base URL."
             )
         if data.get("error"):
-            raise StreamErrorEvent(
-                "The relay reported an error: " + relay_error_text(body, self.api_key)
-            )
+            raise StreamErrorEvent("The relay reported an error: " + relay_error_text(body, self.api_key))
         return completion_as_chunk(data)
 
 

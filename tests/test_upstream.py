@@ -32,6 +32,7 @@ from playground.upstream import (
 )
 from tests.fakes import (
     FakeRelay,
+    Handler,
     chunk,
     frames,
     hang,
@@ -111,7 +112,7 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def rate_limited(retry_after: str) -> object:
+def rate_limited(retry_after: str) -> Handler:
     return respond(429, {"error": {"message": "Rate limit reached."}}, {"Retry-After": retry_after})
 
 
@@ -322,9 +323,7 @@ def test_it_returns_the_visible_delta_of_each_choice():
     acc = Accumulator()
     acc.apply(chunk("", role="assistant"))
 
-    assert acc.apply(chunk("Hi", finish="stop")) == [
-        {"content": "Hi", "finish_reason": "stop", "index": 0}
-    ]
+    assert acc.apply(chunk("Hi", finish="stop")) == [{"content": "Hi", "finish_reason": "stop", "index": 0}]
 
 
 def test_it_ignores_keep_alive_comments(relay):
@@ -487,7 +486,7 @@ def test_it_raises_auth_error_on_403(relay):
 
     assert type(error) is AuthError
     assert (error.kind, error.status) == ("auth", 403)
-    assert error.message == ("The relay refused access (HTTP 403): This key cannot use fake-model")
+    assert error.message == "The relay refused access (HTTP 403): This key cannot use fake-model"
 
 
 def test_it_explains_a_404(relay):
@@ -508,9 +507,7 @@ def test_it_shows_the_relays_own_words_on_400(relay):
 
     assert type(error) is HTTPStatusError
     assert (error.kind, error.status) == ("http_error", 400)
-    assert (
-        error.message == "The relay refused the request (HTTP 400): max_tokens must be at least 1"
-    )
+    assert error.message == "The relay refused the request (HTTP 400): max_tokens must be at least 1"
 
 
 @pytest.mark.parametrize("status", [500, 502])
@@ -554,9 +551,7 @@ def test_it_waits_as_long_as_retry_after_asks(relay):
 
 def test_it_caps_the_wait_at_max_retry_wait(relay):
     waits = []
-    stream = open_stream(
-        relay, max_retry_wait=0.5, sleep=lambda seconds: waits.append(seconds) or False
-    )
+    stream = open_stream(relay, max_retry_wait=0.5, sleep=lambda seconds: waits.append(seconds) or False)
     relay.script(rate_limited("3600"), sse([chunk("Hi")]))
 
     list(stream)
@@ -574,9 +569,7 @@ def test_it_sleeps_before_retrying_a_429(relay):
 
 
 def test_it_raises_rate_limited_once_retries_are_used_up(relay):
-    error = failure(
-        relay, rate_limited("1"), rate_limited("1"), max_retries=1, sleep=lambda s: False
-    )
+    error = failure(relay, rate_limited("1"), rate_limited("1"), max_retries=1, sleep=lambda s: False)
 
     assert type(error) is RateLimited
     assert (error.kind, error.status, error.retry_after) == ("rate_limited", 429, 1.0)
@@ -599,8 +592,7 @@ def test_it_does_not_follow_a_redirect(relay):
     assert type(error) is HTTPStatusError
     assert error.status == 307
     assert error.message == (
-        f"The relay redirected (HTTP 307) to {target}; "
-        "save that address as the provider's base URL."
+        f"The relay redirected (HTTP 307) to {target}; save that address as the provider's base URL."
     )
 
 

@@ -1,0 +1,51 @@
+# make run    set up (virtualenv, install, migrate, first-run data) and serve on http://$(HOST):$(PORT)
+# make test   set up and run the whole suite: SQLite + in-memory, then PostgreSQL + Redis
+# make lint   ruff and the migrations check
+# make bench  the relay benchmark the README quotes
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+REDIS ?= redis://127.0.0.1:6379/0
+BIN := $(VENV)/bin
+
+.PHONY: run test test-sqlite test-postgres lint bench chromium
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed-app: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@ $(VENV)/.installed-app
+
+run: $(VENV)/.installed-app
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py bootstrap
+	@echo "Serving on http://$(HOST):$(PORT)/  (log in at /accounts/login/)"
+	$(BIN)/daphne -b $(HOST) -p $(PORT) playground.asgi:application
+
+# Debian's Chromium for the browser tests (Playwright cannot download browsers here).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; }
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run -v0
+
+test-sqlite: $(VENV)/.installed-test chromium
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest
+
+test-postgres: $(VENV)/.installed-test chromium
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS) $(BIN)/pytest
+
+test: lint test-sqlite test-postgres
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/relay.py
