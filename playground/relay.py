@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from channels.layers import get_channel_layer
@@ -63,16 +64,23 @@ def reserve_slot() -> threading.BoundedSemaphore:
     return slots
 
 
-async def start_run(
-    run: Run, api_key: str, base_url: str, slot: threading.BoundedSemaphore, messages: list[dict]
-) -> None:
+@dataclass(frozen=True)
+class Target:
+    """Where a run's request goes: base URL, key and headers (the key is never logged)."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def start_run(run: Run, target: Target, slot: threading.BoundedSemaphore, messages: list[dict]) -> None:
     """Register the run in this process and start streaming it on the relay pool.
 
     Called on the server's event loop (from the submit view) after the Run row
     exists; `slot` comes from `reserve_slot()` and is released when the run ends.
     """
     await process.ensure_started()
-    handle = RunHandle(run, api_key, base_url, slot, process.loop)
+    handle = RunHandle(run, target, slot, process.loop)
     process.runs[run.id] = handle
     handle.start_sender()
     handle.outbox.put_nowait({"type": "run.started", "run": run.to_dict(), "messages": messages})
@@ -108,13 +116,11 @@ def local_snapshot(run_id: int) -> dict | None:
 
 
 class RunHandle:
-    def __init__(self, run: Run, api_key: str, base_url: str, slot, loop) -> None:
+    def __init__(self, run: Run, target: Target, slot, loop) -> None:
         self.run_id = run.id
         self.group = run.conversation.group_name
         self.body = run.request_body
-        self.extra_headers = run.provider.extra_headers if run.provider else {}
-        self.api_key = api_key
-        self.base_url = base_url
+        self.target = target
         self.slot = slot
         self.loop: asyncio.AbstractEventLoop = loop
         self.cancel = CancelToken()
@@ -225,10 +231,10 @@ class RunHandle:
 
     def _stream(self) -> None:
         stream = ChatStream(
-            base_url=self.base_url,
-            api_key=self.api_key,
+            base_url=self.target.base_url,
+            api_key=self.target.api_key,
             body=self.body,
-            extra_headers=self.extra_headers,
+            extra_headers=self.target.headers,
             deadlines=Deadlines.from_settings(),
             cancel=self.cancel,
             max_retries=settings.UPSTREAM_MAX_RETRIES,

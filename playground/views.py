@@ -175,10 +175,10 @@ async def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse
     user = await request.auser()
     if not user.is_authenticated:
         return json_error(401, "Log in first.")
-    demo_url = demo_base_url(request)
+    demo = relay.Target(demo_base_url(request), "", {"Host": request.get_host()})
     await relay.process.ensure_started()
     try:
-        prepared = await sync_to_async(prepare_run)(user, conversation_id, request.body, demo_url)
+        prepared = await sync_to_async(prepare_run)(user, conversation_id, request.body, demo)
     except Invalid as exc:
         return json_error(400, str(exc), fields=exc.errors)
     except Forbidden as exc:
@@ -187,12 +187,12 @@ async def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse
         return json_error(404, "Not found, or not in your workspaces.")
     except relay.RelayBusy as exc:
         return json_error(503, exc.message, busy=True)
-    run, api_key, base_url, slot, messages = prepared
-    await relay.start_run(run, api_key, base_url, slot, messages)
+    run, target, slot, messages = prepared
+    await relay.start_run(run, target, slot, messages)
     return JsonResponse({"run": run.to_dict(), "messages": messages}, status=201)
 
 
-def prepare_run(user, conversation_id: int, raw: bytes, demo_url: str):
+def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
     conv = conversation_for(user, conversation_id, write=True)
     try:
         data = clean_submission(json.loads(raw or b"null"))
@@ -207,18 +207,20 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo_url: str):
         api_key = provider.get_api_key()
     except KeyDecryptError as exc:
         raise Invalid({"provider": str(exc)}) from None
-    base_url = demo_url if provider.is_demo else provider.base_url
+    # The Demo relay is this server: its own address, and a Host header it accepts.
+    base_url, headers = (demo.base_url, demo.headers) if provider.is_demo else (provider.base_url, {})
+    target = relay.Target(base_url, api_key, {**provider.extra_headers, **headers})
     slot = relay.reserve_slot()
     try:
-        run, messages = create_run(user, conv, provider, data, api_key)
+        run, messages = create_run(user, conv, provider, data, target)
     except BaseException:
         slot.release()
         raise
-    return run, api_key, base_url, slot, messages
+    return run, target, slot, messages
 
 
 @transaction.atomic
-def create_run(user, conv: Conversation, provider: Provider, data: dict, api_key: str):
+def create_run(user, conv: Conversation, provider: Provider, data: dict, target: relay.Target):
     conv = Conversation.objects.select_for_update().get(id=conv.id)
     changed = sync_system_prompt(conv, data["system"])
     position = (conv.messages.aggregate(top=Max("position"))["top"] or 0) + 1
@@ -231,7 +233,7 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, api_key
         )
         position += 1
     body = build_body(data["model"], conv.history(), data["params"], data["extra_body"])
-    headers = masked_headers(build_headers(api_key, provider.extra_headers, stream=bool(body.get("stream"))))
+    headers = masked_headers(build_headers(target.api_key, target.headers, stream=bool(body.get("stream"))))
     run = Run.objects.create(
         conversation=conv,
         user=user,

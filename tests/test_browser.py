@@ -126,9 +126,7 @@ def full_text(page: Page, run: dict) -> str:
 def streamed_so_far(page: Page, words: int) -> str:
     """The newest answer's text once it shows at least `words` words, read while it streams."""
     answer = answers(page).last
-    expect(answer.get_by_role("paragraph")).to_have_text(
-        re.compile(rf"^\S+(\s+\S+){{{words - 1},}}")
-    )
+    expect(answer.get_by_role("paragraph")).to_have_text(re.compile(rf"^\S+(\s+\S+){{{words - 1},}}"))
     text = answer_text(answer)
     # The status only moves on from streaming: still streaming now, so `text` is mid-stream.
     assert "streaming…" in answer.inner_text()

@@ -1,0 +1,46 @@
+"""The app as deployed: DEBUG off, a real host name, static files, the Demo relay."""
+
+import time
+
+import pytest
+
+from tests.servers import AppServer, Client, app_database
+
+
+@pytest.fixture(scope="module")
+def production():
+    settings = {"DEBUG": "0", "SECRET_KEY": "a-production-secret", "ALLOWED_HOSTS": "localhost"}
+    with app_database(**settings) as env, AppServer(env) as server:
+        server.url = f"http://localhost:{server.port}"
+        yield server
+
+
+def wait_for_run(client: Client, run_id: int) -> dict:
+    for _ in range(200):
+        run = client.get(f"/api/runs/{run_id}/").json()
+        if run["status"] not in ("queued", "streaming"):
+            return run
+        time.sleep(0.05)
+    raise AssertionError("the run did not finish")
+
+
+def test_the_demo_relay_answers_when_the_server_knows_only_its_public_name(production):
+    client = Client(production.url)
+    conversation = client.new_conversation()
+    response = client.submit(conversation, client.demo_provider(), "ping pong", model="demo-echo", stream=True)
+    run = wait_for_run(client, response.json()["run"]["id"])
+    assert run["status"] == "completed"
+    assert run["choices"][0]["content"] == "ping pong"
+
+
+def test_static_files_are_served_without_debug(production):
+    client = Client(production.url)
+    script = client.get("/static/js/playground.js")
+    assert script.status_code == 200
+    assert "MarkdownView" in script.text
+
+
+def test_other_host_names_are_refused(production):
+    client = Client(production.url)
+    response = client.session.get(f"http://127.0.0.1:{production.port}/accounts/login/")
+    assert response.status_code == 400
