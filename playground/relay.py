@@ -445,8 +445,8 @@ class Process:
                 if self.runs:
                     Run.objects.filter(id__in=list(self.runs)).update(heartbeat_at=timezone.now())
                 reconcile_stale_runs()
-            except Exception:
-                log.exception("relay heartbeat failed")
+            except Exception as exc:
+                log.warning("relay heartbeat failed: %s", exc)
             finally:
                 close_old_connections()
 

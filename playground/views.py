@@ -3,7 +3,8 @@ from __future__ import annotations
 import json
 from functools import wraps
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.db.models import Max
@@ -142,6 +143,7 @@ def conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
     conv = conversation_for(request.user, conversation_id, write=request.method != "GET")
     if request.method == "DELETE":
         conv.delete()
+        announce(conversation_id, deleted=True)
         return JsonResponse({"deleted": conversation_id})
     if request.method == "PATCH":
         data = read_json_or_400(request)
@@ -152,8 +154,15 @@ def conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
             return json_error(400, "title: cannot be empty", fields={"title": "cannot be empty"})
         conv.title = title[:200]
         conv.save(update_fields=["title"])
+        announce(conv.id, title=conv.title)
         return JsonResponse(conv.to_dict())
     return JsonResponse(transcript(conv))
+
+
+def announce(conversation_id: int, **change) -> None:
+    """Tell everyone watching a conversation that its title changed or it is gone."""
+    event = {"type": "conversation.changed", "conversation": conversation_id, **change}
+    async_to_sync(get_channel_layer().group_send)(f"conversation-{conversation_id}", event)
 
 
 def transcript(conv: Conversation) -> dict:
@@ -248,6 +257,7 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
     )
     if conv.title == "New conversation" and data["message"]:
         conv.title = title_from(data["message"])
+        transaction.on_commit(lambda: announce(conv.id, title=conv.title))
     conv.updated_at = timezone.now()
     conv.save(update_fields=["title", "updated_at"])
     return run, [m.to_dict() for m in [*changed, *new]]

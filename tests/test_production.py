@@ -27,7 +27,9 @@ def wait_for_run(client: Client, run_id: int) -> dict:
 def test_the_demo_relay_answers_when_the_server_knows_only_its_public_name(production):
     client = Client(production.url)
     conversation = client.new_conversation()
-    response = client.submit(conversation, client.demo_provider(), "ping pong", model="demo-echo", stream=True)
+    response = client.submit(
+        conversation, client.demo_provider(), "ping pong", model="demo-echo", stream=True
+    )
     run = wait_for_run(client, response.json()["run"]["id"])
     assert run["status"] == "completed"
     assert run["choices"][0]["content"] == "ping pong"

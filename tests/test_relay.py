@@ -54,9 +54,9 @@ def headers(cookie: str, origin: str = "http://localhost") -> list[tuple[bytes, 
     ]
 
 
-async def post(cookie: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+async def post(cookie: str, path: str, body: dict | None = None, method: str = "POST") -> tuple[int, dict]:
     communicator = HttpCommunicator(
-        application, "POST", path, body=json.dumps(body or {}).encode(), headers=headers(cookie)
+        application, method, path, body=json.dumps(body or {}).encode(), headers=headers(cookie)
     )
     response = await communicator.get_response(timeout=10)
     return response["status"], json.loads(response["body"] or b"{}")
@@ -104,8 +104,8 @@ async def test_it_streams_a_run_to_a_watching_websocket(alice_cookie, conversati
     status, data = await submit(alice_cookie, conversation, provider, "Hello")
     assert status == 201
     events = await receive_until(ws, "run.done")
-    assert events[0]["type"] == "run.started"
-    assert [m["content"] for m in events[0]["messages"]] == ["Hello"]
+    started = next(e for e in events if e["type"] == "run.started")
+    assert [m["content"] for m in started["messages"]] == ["Hello"]
     assert text_of(events, data["run"]["id"]) == "Hello from the fake relay"
     done = events[-1]["run"]
     assert done["status"] == "completed"
@@ -383,3 +383,34 @@ async def test_a_client_that_falls_behind_is_closed_and_resyncs(
     )
     assert (await ws.receive_json_from())["seq"] == 1
     assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4008}
+
+
+async def test_watchers_hear_of_a_rename_and_a_delete(alice_cookie, conversation):
+    ws = await watch(alice_cookie, conversation)
+    await ws.receive_json_from()
+    path = f"/api/conversations/{conversation.id}/"
+    await post(alice_cookie, path, {"title": "Renamed"}, method="PATCH")
+    assert await ws.receive_json_from() == {
+        "type": "conversation.changed",
+        "conversation": conversation.id,
+        "title": "Renamed",
+    }
+    await post(alice_cookie, path, method="DELETE")
+    assert await ws.receive_json_from() == {
+        "type": "conversation.changed",
+        "conversation": conversation.id,
+        "deleted": True,
+    }
+    await ws.disconnect()
+
+
+async def test_the_first_message_names_the_conversation_for_watchers(alice_cookie, conversation, provider):
+    ws = await watch(alice_cookie, conversation)
+    await ws.receive_json_from()
+    await submit(alice_cookie, conversation, provider, "Why is the sky blue?")
+    events = await receive_until(ws, "run.done")
+    renamed = [e for e in events if e["type"] == "conversation.changed"]
+    assert renamed == [
+        {"type": "conversation.changed", "conversation": conversation.id, "title": "Why is the sky blue?"}
+    ]
+    await ws.disconnect()

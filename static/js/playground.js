@@ -288,6 +288,12 @@ function upsertRun(run) {
 }
 
 async function loadConversation(id) {
+  if (state.socket && id !== state.conversation) {
+    state.socket.onclose = null;
+    state.socket.close();
+    state.socket = null;
+    els.connection.textContent = "";
+  }
   state.conversation = id;
   state.messages.clear();
   state.runs.clear();
@@ -368,6 +374,17 @@ function handleEvent(event) {
       upsertRun(event.run);
       renderTranscript();
       scrollToEnd();
+      break;
+    }
+    case "conversation.changed": {
+      if (event.deleted) {
+        showError("A teammate deleted this conversation.");
+        history.pushState({}, "", "/");
+        loadConversation(null);
+      } else if (document.activeElement !== els.title) {
+        els.title.value = event.title;
+      }
+      refreshConversationList();
       break;
     }
     default:
