@@ -215,8 +215,13 @@ class Run(models.Model):
     provider_name = models.CharField(max_length=100)
     model = models.CharField(max_length=200)
     # The body exactly as sent (it never holds the key) and the headers with the key masked.
+    base_url = models.CharField(max_length=500, blank=True)
     request_body = models.JSONField(default=dict)
     request_headers = models.JSONField(default=dict)
+    response_headers = models.JSONField(default=dict, blank=True)
+    # What came back on the wire: [milliseconds since the request, event data(, event type)].
+    raw_frames = models.JSONField(default=list, blank=True)
+    frames_dropped = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     submitted_at = models.DateTimeField(default=timezone.now)
     first_byte_at = models.DateTimeField(null=True, blank=True)

@@ -315,6 +315,9 @@ class RunHandle:
         run.first_byte_at = self._wall(stream.first_byte_at if stream else None)
         run.first_token_at = self._wall(self.first_token_at)
         run.response_status = stream.status if stream else None
+        if stream:
+            run.response_headers = stream.response_headers
+            run.raw_frames, run.frames_dropped = stream.frames, stream.frames_dropped
         if error is not None:
             run.error_kind, run.error_message = error.kind, error.message
         record_usage(run, self.acc)

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_TEXT = 400
 READ_SIZE = 65536
+MAX_FRAMES = 5000  # raw frames kept per run for the inspector
+MAX_FRAME_BYTES = 2_000_000
 
 
 # ---------------------------------------------------------------------------- errors
@@ -132,6 +134,9 @@ class CancelToken:
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self.frames: list[list] = []
+        self.frames_bytes = 0
+        self.frames_dropped = 0
 
     @property
     def cancelled(self) -> bool:
@@ -346,8 +351,10 @@ def completion_as_chunk(data: dict) -> dict:
 class ChatStream:
     """One chat completion request. Iterate it for chunk dicts, in arrival order.
 
-    After iteration: `status`, `response_headers`, `first_byte_at` (monotonic)
-    and `retries` describe what happened on the wire. `sleep(seconds)` waits
+    After iteration: `status`, `response_headers`, `first_byte_at` (monotonic),
+    `frames` (raw event data with milliseconds since the request, capped; a
+    third item names a non-default SSE event type) and `retries` describe what
+    happened on the wire. `sleep(seconds)` waits
     before a rate-limited retry and returns True when stopped meanwhile; it
     defaults to `cancel.wait`.
     """
@@ -370,6 +377,9 @@ class ChatStream:
         self.started_at = time.monotonic()
         self._last_data_at = self.started_at
         self._sock: socket.socket | None = None
+        self.frames: list[list] = []
+        self.frames_bytes = 0
+        self.frames_dropped = 0
         self._eof = False
         self.streaming = bool(self.body.get("stream"))
         self.headers = build_headers(self.api_key, self.extra_headers, stream=self.streaming)
@@ -519,6 +529,7 @@ class ChatStream:
             self._last_data_at = time.monotonic()
             self._raise_if_cancelled()
             data = event.data
+            self._record(event.event, data)
             if data.strip() == "[DONE]":
                 done = True
                 break
@@ -551,9 +562,19 @@ class ChatStream:
             raise ProtocolError("The relay sent an event that is not a JSON object.")
         return chunk
 
+    def _record(self, event: str, data: str) -> None:
+        """Keep the raw frames for the inspector, with their arrival time, up to a cap."""
+        self.frames_bytes += len(data)
+        if len(self.frames) >= MAX_FRAMES or self.frames_bytes > MAX_FRAME_BYTES:
+            self.frames_dropped += 1
+            return
+        at = round((self._last_data_at - self.started_at) * 1000, 1)
+        self.frames.append([at, data] if event == "message" else [at, data, event])
+
     def _single(self, response: requests.Response, content_type: str) -> dict:
         body = self._read_all(response)
         text = body.decode("utf-8", "replace")
+        self._record("message", text)
         try:
             data = json.loads(text)
         except ValueError:

@@ -17,6 +17,7 @@ from playground import relay
 from playground.forms import PARAMETERS, Invalid, build_body, clean_submission
 from playground.keys import KeyDecryptError
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
+from playground.snippets import code_for
 from playground.upstream import UpstreamError, build_headers, list_models, masked_headers
 
 
@@ -244,6 +245,7 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
     body = build_body(data["model"], conv.history(), data["params"], data["extra_body"])
     headers = masked_headers(build_headers(target.api_key, target.headers, stream=bool(body.get("stream"))))
     run = Run.objects.create(
+        base_url=target.base_url,
         conversation=conv,
         user=user,
         provider=provider,
@@ -332,7 +334,17 @@ def run_detail(request: HttpRequest, run_id: int) -> JsonResponse:
     run = get_object_or_404(Run.objects.select_related("user"), id=run_id)
     conversation_for(request.user, run.conversation_id)
     return JsonResponse(
-        {**run.to_dict(), "request_body": run.request_body, "request_headers": run.request_headers}
+        {
+            **run.to_dict(),
+            "base_url": run.base_url,
+            "request_body": run.request_body,
+            "request_headers": run.request_headers,
+            "response_status": run.response_status,
+            "response_headers": run.response_headers,
+            "raw_frames": run.raw_frames,
+            "frames_dropped": run.frames_dropped,
+            "code": code_for(run.base_url, run.request_body, run.request_headers),
+        }
     )
 
 
