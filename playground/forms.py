@@ -6,6 +6,7 @@ before the server checks them again. Unset parameters are never sent.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # name -> (kind, minimum, maximum, help). Ranges as the seed pages give them.
@@ -231,3 +232,62 @@ def build_body(model: str, messages: list[dict], params: dict, extra: dict) -> d
         body["stream_options"] = {"include_usage": True}
     body.update(extra)
     return body
+
+
+def split_body(body: dict) -> dict:
+    """An imported wire body, as the page's fields: model, system prompt, earlier turns,
+    the message to send, parameters, extra body, and what was skipped and why."""
+    params, extra, skipped = {}, {}, {}
+    for name, value in body.items():
+        if name in RESERVED:
+            continue
+        spec = PARAMETERS.get(name)
+        if spec is None:
+            extra[name] = value
+        elif value == {} and spec["kind"] not in ("stream_options", "logit_bias", "response_format"):
+            skipped[name] = "was a placeholder ({}), left unset"
+        elif problem := CHECKS[spec["kind"]](value, spec):
+            skipped[name] = problem
+        else:
+            params[name] = value
+    if "stream_options" in params and params.get("stream") is not True:
+        skipped["stream_options"] = params.pop("stream_options") and "is only allowed when stream is true"
+    messages = [_imported_message(m) for m in body.get("messages") or [] if isinstance(m, dict)]
+    system = ""
+    if messages and messages[0]["role"] == "system" and isinstance(messages[0]["content"], str):
+        system = messages.pop(0)["content"]
+    message = messages.pop()["content"] if messages and messages[-1]["role"] == "user" else ""
+    return {
+        "model": body.get("model") if isinstance(body.get("model"), str) else "",
+        "system": system,
+        "history": messages,
+        "message": message,
+        "params": params,
+        "extra_body": extra,
+        "skipped": skipped,
+    }
+
+
+def _imported_message(message: dict) -> dict:
+    role = message.get("role") if message.get("role") in ROLES else "user"
+    content = message.get("content", "")
+    if isinstance(content, dict):  # one part written as an object, as seed 002's template does
+        content = [content]
+    if isinstance(content, list):
+        content = [_imported_part(p) for p in content if isinstance(p, dict)] or ""
+    elif not isinstance(content, str):
+        content = json.dumps(content)
+    out = {"role": role, "content": content}
+    for key in ("name", "tool_call_id", "tool_calls"):
+        if message.get(key):
+            out[key] = message[key]
+    return out
+
+
+def _imported_part(part: dict) -> dict:
+    kind = part.get("type")
+    if kind in ("image_url", "video_url") and isinstance(part.get(kind), str):
+        return {"type": kind, kind: {"url": part[kind]}}
+    if kind in ("image_url", "video_url"):
+        return {"type": kind, kind: part.get(kind)}
+    return {"type": "text", "text": str(part.get("text", ""))}

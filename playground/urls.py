@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("c/<int:conversation_id>/", views.index, name="conversation"),
     path("api/conversations/", views.conversations, name="api-conversations"),
+    path("api/import/", views.import_request, name="api-import"),
     path("api/conversations/<int:conversation_id>/", views.conversation, name="api-conversation"),
     path("api/conversations/<int:conversation_id>/runs/", views.submit_run, name="api-submit"),
     path("api/runs/<int:run_id>/", views.run_detail, name="api-run"),

@@ -11,13 +11,13 @@ from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from playground import relay
-from playground.forms import PARAMETERS, Invalid, build_body, clean_submission
+from playground.forms import PARAMETERS, Invalid, build_body, clean_submission, split_body
 from playground.keys import KeyDecryptError
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
-from playground.snippets import code_for
+from playground.snippets import ImportError_, code_for, parse_request
 from playground.upstream import UpstreamError, build_headers, list_models, masked_headers
 
 
@@ -129,6 +129,33 @@ def conversations(request: HttpRequest) -> JsonResponse:
         return JsonResponse(conversation.to_dict(), status=201)
     items = workspace.conversations.select_related("creator")[:500]
     return JsonResponse({"conversations": [c.to_dict() for c in items]})
+
+
+@require_POST
+@api
+def import_request(request: HttpRequest) -> JsonResponse:
+    """A pasted JSON body or curl command becomes a new conversation plus the page's fields."""
+    workspace = current_workspace(request)
+    if not membership_for(request.user, workspace.id).can_run:
+        raise Forbidden("Viewers cannot import requests.")
+    data = read_json_or_400(request)
+    if isinstance(data, JsonResponse):
+        return data
+    try:
+        parsed = parse_request(str(data.get("text", "")))
+    except ImportError_ as exc:
+        return json_error(400, str(exc), fields={"text": str(exc)})
+    fields = split_body(parsed["body"])
+    with transaction.atomic():
+        conv = Conversation.objects.create(
+            workspace=workspace,
+            creator=request.user,
+            title=title_from(fields["message"] or "Imported request"),
+        )
+        sync_system_prompt(conv, fields["system"])
+        for position, message in enumerate(fields.pop("history"), start=1):
+            Message.objects.create(conversation=conv, position=position, **message)
+    return JsonResponse({"conversation": conv.to_dict(), **fields, "url": parsed["url"]}, status=201)
 
 
 def read_json_or_400(request: HttpRequest) -> dict | JsonResponse:

@@ -253,3 +253,47 @@ def test_json_fields_show_their_whole_example(page):
     page.get_by_text("More parameters").click()
     extra_body = page.get_by_role("textbox", name="extra_body", exact=True)
     expect(extra_body).to_have_attribute("placeholder", '{"any_field": "a relay accepts"}')
+
+
+def test_the_inspector_shows_what_was_sent_received_and_the_code(page: Page):
+    choose(page, "demo-echo", temperature="0.3", seed="7")
+    send(page, "inspect me")
+    expect(answers(page).last).to_contain_text("completed")
+    answers(page).last.get_by_role("button", name="Inspect").click()
+    dialog = page.get_by_role("dialog", name=re.compile(r"^Run \d+"))
+    sent = json.loads(dialog.get_by_label("Request body").inner_text())
+    assert (sent["temperature"], sent["seed"], sent["model"]) == (0.3, 7, "demo-echo")
+    assert sent["messages"][-1] == {"role": "user", "content": "inspect me"}
+    expect(dialog.get_by_label("Request headers")).to_contain_text("Authorization: Bearer …")
+    dialog.get_by_role("tab", name="Response").click()
+    expect(dialog.get_by_text("HTTP 200")).to_be_visible()
+    dialog.get_by_role("tab", name="Stream").click()
+    expect(dialog.get_by_role("table", name="Raw stream")).to_contain_text("data: [DONE]")
+    dialog.get_by_role("tab", name="Code").click()
+    expect(dialog.get_by_label("Code snippet")).to_contain_text("$OPENAI_API_KEY")
+    dialog.get_by_label("Language").select_option("openai")
+    expect(dialog.get_by_label("Code snippet")).to_contain_text("from openai import OpenAI")
+
+
+def test_a_seed_example_imports_into_the_fields(page: Page):
+    body = {
+        "model": "gpt-5-mini",
+        "max_tokens": 1000,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "你好"},
+        ],
+        "temperature": 1.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    page.get_by_role("button", name="Import request").click()
+    page.get_by_label("Request to import").fill(json.dumps(body, ensure_ascii=False, indent=2))
+    page.get_by_role("button", name="Import", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/c/\d+/$"))
+    expect(page.get_by_role("combobox", name="Model")).to_have_value("gpt-5-mini")
+    expect(page.get_by_role("textbox", name="System prompt")).to_have_value("You are a helpful assistant.")
+    expect(page.get_by_role("textbox", name="Message")).to_have_value("你好")
+    expect(page.get_by_label("temperature", exact=True)).to_have_value("1")
+    expect(page.get_by_label("max_tokens", exact=True)).to_have_value("1000")
+    expect(page.get_by_label("stream", exact=True)).to_be_checked()

@@ -166,6 +166,13 @@ class RunView {
     this.errorEl.setAttribute("role", "alert");
     this.footer = document.createElement("footer");
     this.footer.className = "run-status";
+    this.statusEl = document.createElement("span");
+    const inspect = document.createElement("button");
+    inspect.type = "button";
+    inspect.className = "link inspect";
+    inspect.textContent = "Inspect";
+    inspect.addEventListener("click", () => openInspector(this.run.id));
+    this.footer.append(this.statusEl, " ", inspect);
     this.el.append(head, this.choicesEl, this.errorEl, this.footer);
     this.choices = new Map();
     this.load(run);
@@ -228,7 +235,7 @@ class RunView {
   update() {
     const run = this.run;
     this.el.dataset.status = run.status;
-    this.footer.textContent = ACTIVE.has(run.status) ? `${run.status}…` : footerText(run);
+    this.statusEl.textContent = ACTIVE.has(run.status) ? `${run.status}…` : footerText(run);
     this.errorEl.textContent = run.error ? run.error.message : "";
     this.errorEl.hidden = !run.error;
   }
@@ -624,6 +631,83 @@ async function deleteConversation() {
   refreshConversationList();
 }
 
+// ------------------------------------------------------------------ inspector
+
+const inspector = {
+  dialog: $("inspector"), title: $("inspector-title"), body: $("inspect-body"), headers: $("inspect-headers"),
+  status: $("inspect-status"), responseHeaders: $("inspect-response-headers"), frames: $("inspect-frames"),
+  framesNote: $("inspect-frames-note"), language: $("code-language"), code: $("code-snippet"), snippets: {},
+};
+
+async function openInspector(runId) {
+  const run = await api("GET", `/api/runs/${runId}/`);
+  inspector.title.textContent = `Run ${run.id} · ${run.model} via ${run.provider} · ${run.status}`;
+  inspector.body.textContent = JSON.stringify(run.request_body, null, 2);
+  inspector.headers.textContent = Object.entries(run.request_headers).map(([k, v]) => `${k}: ${v}`).join("\n");
+  inspector.status.textContent = run.response_status ? `HTTP ${run.response_status}` : "No response received.";
+  inspector.responseHeaders.textContent = Object.entries(run.response_headers || {}).map(([k, v]) => `${k}: ${v}`).join("\n");
+  inspector.frames.replaceChildren(...run.raw_frames.map(([at, data, event]) => {
+    const row = document.createElement("tr");
+    const time = document.createElement("td");
+    time.textContent = at.toFixed(1);
+    const cell = document.createElement("td");
+    cell.textContent = event ? `event: ${event}\ndata: ${data}` : `data: ${data}`;
+    row.append(time, cell);
+    return row;
+  }));
+  inspector.framesNote.textContent = `${run.raw_frames.length} frames` + (run.frames_dropped ? `, ${run.frames_dropped} more not kept` : "");
+  inspector.snippets = run.code;
+  inspector.code.textContent = run.code[inspector.language.value];
+  selectTab("tab-request");
+  inspector.dialog.showModal();
+}
+
+function selectTab(id) {
+  for (const tab of inspector.dialog.querySelectorAll('[role="tab"]')) {
+    const selected = tab.id === id;
+    tab.setAttribute("aria-selected", String(selected));
+    $(tab.getAttribute("aria-controls")).hidden = !selected;
+  }
+}
+
+// ------------------------------------------------------------------ import
+
+function setParams(params, extra) {
+  for (const input of paramInputs()) {
+    const name = input.dataset.param;
+    const kind = input.dataset.kind;
+    const value = name === "extra_body" ? (Object.keys(extra).length ? extra : undefined) : params[name];
+    if (kind === "boolean-always") input.checked = Boolean(params.stream);
+    else if (kind === "include-usage") input.checked = params.stream_options?.include_usage !== false;
+    else if (value === undefined) input.value = "";
+    else if (kind === "boolean") input.value = String(value);
+    else if (kind === "json" || (kind === "stop" && Array.isArray(value))) input.value = JSON.stringify(value);
+    else input.value = String(value);
+  }
+}
+
+async function importRequest(event) {
+  event.preventDefault();
+  const error = $("import-error");
+  error.hidden = true;
+  try {
+    const data = await api("POST", "/api/import/", { text: $("import-text").value });
+    $("import-dialog").close();
+    history.pushState({}, "", `/c/${data.conversation.id}/`);
+    await loadConversation(data.conversation.id);
+    refreshConversationList();
+    els.model.value = data.model;
+    els.system.value = data.system;
+    els.message.value = typeof data.message === "string" ? data.message : JSON.stringify(data.message);
+    setParams(data.params, data.extra_body);
+    const skipped = Object.entries(data.skipped).map(([name, why]) => `${name} ${why}`);
+    showError(skipped.length ? `Imported. Not loaded: ${skipped.join("; ")}.` : "");
+  } catch (e) {
+    error.textContent = e.message;
+    error.hidden = false;
+  }
+}
+
 // ------------------------------------------------------------------ start
 
 function init() {
@@ -641,6 +725,13 @@ function init() {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); send(); }
   });
   els.stop.addEventListener("click", stopRuns);
+  $("inspector-close").addEventListener("click", () => inspector.dialog.close());
+  for (const tab of inspector.dialog.querySelectorAll('[role="tab"]')) tab.addEventListener("click", () => selectTab(tab.id));
+  inspector.language.addEventListener("change", () => { inspector.code.textContent = inspector.snippets[inspector.language.value]; });
+  $("code-copy").addEventListener("click", () => navigator.clipboard?.writeText(inspector.code.textContent));
+  $("import-open").addEventListener("click", () => { $("import-error").hidden = true; $("import-dialog").showModal(); });
+  $("import-cancel").addEventListener("click", () => $("import-dialog").close());
+  $("import-form").addEventListener("submit", importRequest);
   els.newConversation.addEventListener("click", () => { history.pushState({}, "", "/"); loadConversation(null); highlightConversation(); els.message.focus(); });
   els.deleteConversation.addEventListener("click", deleteConversation);
   els.title.addEventListener("change", renameConversation);
