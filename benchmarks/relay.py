@@ -49,8 +49,8 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +182,18 @@ def plan(k: int, chunks: int, rate: float, ramp: float, probes: int = PROBES) ->
 
 def deadline(starts: list[Start], rate: float) -> float:
     return max(s.delay + s.chunks / rate for s in starts) + 60
+
+
+async def finish(coroutines: list[Coroutine], timeout: float) -> None:
+    """Run them all; cancel those still running at the deadline (their streams stay unfinished)."""
+    tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [result for result in results if isinstance(result, Exception)]
+    if errors:
+        raise errors[0]
 
 
 # ---------------------------------------------------------------------------- measurements
@@ -320,8 +332,7 @@ class PeakRss:
 async def run_direct(upstream: Upstream, starts: list[Start]) -> Phase:
     streams = [Stream(start) for start in starts]
     cpu = CpuWindow(upstream.proc.pid)
-    readers = asyncio.gather(*(read_direct(upstream, stream) for stream in streams))
-    await asyncio.wait_for(readers, deadline(starts, upstream.rate))
+    await finish([read_direct(upstream, s) for s in streams], deadline(starts, upstream.rate))
     cpu.stop()
     return Phase(streams, cpu.own, cpu.other_cores)
 
@@ -336,9 +347,11 @@ async def read_direct(upstream: Upstream, stream: Stream) -> None:
         b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
     )
-    await reader.readuntil(b"\r\n\r\n")  # our own server: 200, chunked
     try:
+        await reader.readuntil(b"\r\n\r\n")  # our own server: 200, chunked
         stream.status = await read_events(reader, stream)
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        stream.status = f"broken ({exc!r})"
     finally:
         writer.close()
 
@@ -388,13 +401,14 @@ async def run_stack(stack: Stack, starts: list[Start]) -> Phase:
     sockets = await open_sockets(stack, conversations, probes, want=True)
     rss_before = rss_bytes(stack.pid)  # the probes' sockets are not the K streams' memory
     sockets.update(await open_sockets(stack, conversations, probes, want=False))
-    watchers = [asyncio.create_task(watch(sockets[i], s)) for i, s in enumerate(streams)]
+    pairs = list(zip(conversations, streams, strict=True))
     peak = PeakRss(stack.pid, rss_before)
     tracker = asyncio.create_task(peak.track())
     cpu = CpuWindow(stack.pid, stack.upstream.proc.pid)
     try:
-        await submit_all(stack, conversations, streams)
-        await asyncio.wait_for(asyncio.gather(*watchers), deadline(starts, stack.upstream.rate))
+        with ThreadPoolExecutor(len(streams)) as pool:
+            runs = [follow(stack, sockets[i], c, s, pool) for i, (c, s) in enumerate(pairs)]
+            await finish(runs, deadline(starts, stack.upstream.rate))
     finally:
         cpu.stop()
         tracker.cancel()
@@ -444,41 +458,43 @@ async def watch(ws: ClientConnection, stream: Stream) -> None:
         stream.status = f"socket closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
 
 
-async def submit_all(stack: Stack, conversations: list[int], streams: list[Stream]) -> None:
+async def follow(
+    stack: Stack, ws: ClientConnection, conversation: int, stream: Stream, pool: Executor
+) -> None:
+    """Submit one run when its time comes, and record it from its websocket until run.done."""
+    watcher = asyncio.create_task(watch(ws, stream))
+    await asyncio.sleep(stream.start.delay)
     loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(len(streams)) as pool:
-        started = await asyncio.gather(
-            *(
-                loop.run_in_executor(pool, submit, stack, conversation, stream.start)
-                for conversation, stream in zip(conversations, streams, strict=True)
-            )
-        )
-    for stream, moment in zip(streams, started, strict=True):
-        stream.started = moment
+    try:
+        stream.started = await loop.run_in_executor(pool, submit, stack, conversation, stream)
+    except (RuntimeError, requests.RequestException) as exc:
+        watcher.cancel()
+        stream.status = f"submit failed ({exc})"
+        return
+    await watcher
 
 
-def submit(stack: Stack, conversation: int, start: Start) -> float:
+def submit(stack: Stack, conversation: int, stream: Stream) -> float:
     """POST one run as a browser tab would (its own connection); returns when it started."""
     body = {
         "provider": stack.provider,
         "model": "bench",
         "message": "go",
-        "params": {"stream": True, "max_tokens": start.chunks},
+        "params": {"stream": True, "max_tokens": stream.start.chunks},
     }
-    time.sleep(start.delay)
     with requests.Session() as session:
         session.cookies.update(stack.client.session.cookies)
         started = time.time()
         url = f"{stack.client.url}/api/conversations/{conversation}/runs/"
         response = session.post(url, json=body, headers=stack.client.headers)
     if response.status_code != 201:
-        raise RuntimeError(f"submit failed: HTTP {response.status_code} {response.text[:300]}")
+        raise RuntimeError(f"HTTP {response.status_code} {response.text[:200]}")
     return started
 
 
 def log_anomalies(output: str) -> list[str]:
-    """Lines of the Daphne log that say something went wrong."""
-    flags = ("Traceback", "ERROR", "WARNING", "CRITICAL", "Exception")
+    """Lines of the Daphne log that say something went wrong (or that the layer dropped)."""
+    flags = ("Traceback", "ERROR", "WARNING", "CRITICAL", "Exception", "over capacity")
     return [line for line in output.splitlines() if any(flag in line for flag in flags)]
 
 
@@ -514,7 +530,7 @@ class Row:
             "TTFT overhead p50": self.ttft_overhead(),
         }
         return [
-            f"{name} {figures[name]:.1f} ms > {limit:g} ms"
+            f"{name} {ms(figures[name])} ms > {limit:g} ms"
             for name, limit in TARGETS.items()
             if not figures[name] <= limit
         ]
@@ -589,7 +605,7 @@ def table_row(row: Row) -> str:
         ms(row.ttft_overhead(probes=False)),
         f"{s.cpu_per_chunk():.0f} ({d.cpu_per_chunk():.0f})",
         f"{s.rss_growth / row.k / 2**20:.2f}",
-        f"{s.other_cores:.2f} ({d.other_cores:.2f})",
+        f"{max(0.0, s.other_cores):.2f} ({max(0.0, d.other_cores):.2f})",
         verdict,
     ]
     return "| " + " | ".join(cells) + " |"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -45,6 +46,16 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "sync", "active": [run.id for run in runs]})
         for run in runs:
             await self.send_snapshot(run)
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels' dispatch first runs aclose_old_connections() through the one shared
+        # sync_to_async thread, for every message (DESIGN trap 1). This consumer reaches
+        # the database only through database_sync_to_async, which closes connections
+        # itself, so skip that hop: it was the largest cost per relayed event.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "group", None):

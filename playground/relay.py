@@ -228,6 +228,9 @@ class RunHandle:
     def _mark_streaming(self) -> None:
         self.status = Run.Status.STREAMING
         Run.objects.filter(id=self.run_id).update(status=self.status, heartbeat_at=timezone.now())
+        # A stream lasts minutes: hold no database connection meanwhile (PostgreSQL's
+        # max_connections is smaller than a busy process's number of streams).
+        connection.close()
 
     def _stream(self) -> None:
         stream = ChatStream(
@@ -298,6 +301,7 @@ class RunHandle:
             first_byte_at=self._wall(self.stream.first_byte_at),
             first_token_at=self._wall(self.first_token_at),
         )
+        connection.close()
 
     def _finish(self, outcome: str, error: UpstreamError | None) -> None:
         with self.lock:

@@ -13,7 +13,9 @@ const els = {
   connection: $("connection"), newConversation: $("new-conversation"), deleteConversation: $("delete-conversation"),
 };
 const ACTIVE = new Set(["queued", "streaming"]);
-const state = { conversation: config.conversation, messages: new Map(), runs: new Map(), socket: null, retry: 0 };
+const state = {
+  conversation: config.conversation, messages: new Map(), runs: new Map(), socket: null, retry: 0, lastEventAt: Date.now(),
+};
 
 marked.use({ gfm: true, breaks: false });
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
@@ -344,7 +346,20 @@ function connect() {
   };
 }
 
+// A lost final event (a channel layer drops messages for a client far behind) must not
+// leave a spinner forever: when a run seems active but nothing arrived for a while,
+// read the stored state again.
+const QUIET_MS = 10000;
+setInterval(() => {
+  const active = [...state.runs.values()].some((v) => ACTIVE.has(v.run.status));
+  if (active && Date.now() - state.lastEventAt > QUIET_MS) {
+    state.lastEventAt = Date.now();
+    refreshTranscript();
+  }
+}, 2500);
+
 function handleEvent(event) {
+  state.lastEventAt = Date.now();
   switch (event.type) {
     case "sync": {
       const active = new Set(event.active);
