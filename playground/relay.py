@@ -18,6 +18,7 @@ stopped (their process died) are reconciled as `interrupted` by any process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from datetime import timedelta
 
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -80,6 +81,9 @@ async def start_run(run: Run, target: Target, slot: threading.BoundedSemaphore, 
     exists; `slot` comes from `reserve_slot()` and is released when the run ends.
     """
     await process.ensure_started()
+    if run.owner != process.channel:  # only the first run of a process learns it here
+        run.owner = process.channel
+        await Run.objects.filter(id=run.id).aupdate(owner=run.owner)
     handle = RunHandle(run, target, slot, process.loop)
     process.runs[run.id] = handle
     handle.start_sender()
@@ -452,10 +456,10 @@ class Process:
                 if self.runs:
                     Run.objects.filter(id__in=list(self.runs)).update(heartbeat_at=timezone.now())
                 reconcile_stale_runs()
-            except Exception as exc:
+            except Exception as exc:  # the heartbeat must outlive a database hiccup
                 log.warning("relay heartbeat failed: %s", exc)
-            finally:
-                close_old_connections()
+            with contextlib.suppress(Exception):
+                connection.close()
 
 
 process = Process()

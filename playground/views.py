@@ -213,7 +213,6 @@ async def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse
     if not user.is_authenticated:
         return json_error(401, "Log in first.")
     demo = relay.Target(demo_base_url(request), "", {"Host": request.get_host()})
-    await relay.process.ensure_started()
     try:
         prepared = await sync_to_async(prepare_run)(user, conversation_id, request.body, demo)
     except Invalid as exc:

@@ -53,3 +53,17 @@ def provider(workspace, fake_relay):
     provider.set_api_key(CANARY_KEY)
     provider.save()
     return provider
+
+
+@pytest.fixture(autouse=True)
+def in_memory_channel_layer(settings):
+    """In-process tests get a fresh event loop each; channels_redis binds its locks and
+    pools to the first loop that uses them, so these tests use the in-memory layer.
+    The Redis path is tested for real across Daphne processes (test_scaleout, and the
+    browser tests in the PostgreSQL + Redis pass)."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "playground.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": settings.CHANNEL_CAPACITY},
+        }
+    }

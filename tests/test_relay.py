@@ -17,6 +17,7 @@ from playground import relay
 from playground.asgi import application
 from playground.models import Conversation, Message, Run
 from tests.conftest import CANARY_KEY
+from tests.events import delta_count, text_of
 from tests.fakes import chunk, slow_stream, sse
 
 CSRF = "a" * 32
@@ -85,17 +86,12 @@ async def receive_until(ws, kind: str, timeout: float = 10) -> list[dict]:
             return events
 
 
-def text_of(events: list[dict], run_id: int) -> str:
-    """What a browser shows: the snapshot's text plus later deltas, repeats dropped."""
-    text, seq = "", 0
-    for event in events:
-        if event["type"] == "snapshot" and event["run"]["id"] == run_id:
-            choices = event["run"]["choices"]
-            text, seq = (choices[0]["content"] if choices else ""), event["run"]["seq"]
-        elif event["type"] == "run.delta" and event["run"] == run_id and event["seq"] > seq:
-            text += "".join(c.get("content", "") for c in event["choices"] if c["index"] == 0)
-            seq = event["seq"]
-    return text
+async def receive_deltas(ws, count: int) -> list[dict]:
+    """Every event until `count` deltas have arrived."""
+    events: list[dict] = []
+    while delta_count(events) < count:
+        events.append(await ws.receive_json_from(timeout=5))
+    return events
 
 
 async def test_it_streams_a_run_to_a_watching_websocket(alice_cookie, conversation, provider):
@@ -164,9 +160,7 @@ async def test_a_reconnect_mid_stream_loses_and_repeats_nothing(
     ws = await watch(alice_cookie, conversation)
     _, data = await submit(alice_cookie, conversation, provider)
     run_id = data["run"]["id"]
-    before = []
-    while len([e for e in before if e["type"] == "run.delta"]) < 5:
-        before.append(await ws.receive_json_from(timeout=5))
+    before = await receive_deltas(ws, 5)
     await ws.disconnect()
     await asyncio.sleep(0.2)  # deltas published meanwhile reach nobody
     again = await watch(alice_cookie, conversation)
@@ -187,9 +181,7 @@ async def test_stop_keeps_the_partial_text_and_estimates_usage(
     ws = await watch(alice_cookie, conversation)
     _, data = await submit(alice_cookie, conversation, provider)
     run_id = data["run"]["id"]
-    events = []
-    while len([e for e in events if e["type"] == "run.delta"]) < 3:
-        events.append(await ws.receive_json_from(timeout=5))
+    events = await receive_deltas(ws, 3)
     status, body = await post(alice_cookie, f"/api/runs/{run_id}/stop/")
     assert (status, body) == (202, {"run": run_id, "stopping": True})
     events += await receive_until(ws, "run.done", timeout=2)

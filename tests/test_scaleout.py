@@ -12,6 +12,7 @@ import pytest
 import requests
 import websockets
 
+from tests.events import delta_count, text_of
 from tests.servers import AppServer, Client, app_database
 
 pytestmark = pytest.mark.scaleout
@@ -51,15 +52,25 @@ async def until(ws, kind: str, timeout: float = 30) -> list[dict]:
             return events
 
 
-def shown_text(events: list[dict], run_id: int) -> str:
-    text, seq = "", 0
-    for e in events:
-        if e["type"] == "snapshot" and e["run"]["id"] == run_id:
-            text, seq = e["run"]["choices"][0]["content"] if e["run"]["choices"] else "", e["run"]["seq"]
-        elif e["type"] == "run.delta" and e["run"] == run_id and e["seq"] > seq:
-            text += "".join(c.get("content", "") for c in e["choices"])
-            seq = e["seq"]
-    return text
+async def deltas(ws, count: int) -> list[dict]:
+    """Every event until `count` deltas have arrived."""
+    events: list[dict] = []
+    while delta_count(events) < count:
+        events.append(await next_event(ws))
+    return events
+
+
+async def watch_demo_run(submitter: Client, watcher: Client, max_tokens: int, rate: int):
+    """A websocket on `watcher`'s process, then a Demo run submitted through `submitter`'s."""
+    conversation = submitter.new_conversation()
+    ws = await connect(watcher, conversation)
+    assert await next_event(ws) == {"type": "sync", "active": []}
+    response = submitter.submit(
+        conversation, submitter.demo_provider(), "go", stream=True, max_tokens=max_tokens,
+        extra_body={"tokens_per_second": rate},
+    )  # fmt: skip
+    assert response.status_code == 201
+    return ws, conversation, response.json()["run"]["id"]
 
 
 def expected_lorem(server_url: str, max_tokens: int, seed: int = 0) -> str:
@@ -77,23 +88,10 @@ def expected_lorem(server_url: str, max_tokens: int, seed: int = 0) -> str:
 
 async def test_a_run_submitted_through_one_process_streams_to_a_watcher_on_the_other(cluster):
     first, second = cluster
-    alice_a, alice_b = Client(first.url), Client(second.url)
-    conversation = alice_a.new_conversation()
-    ws = await connect(alice_b, conversation)
-    assert await next_event(ws) == {"type": "sync", "active": []}
-    response = alice_a.submit(
-        conversation,
-        alice_a.demo_provider(),
-        "go",
-        stream=True,
-        max_tokens=40,
-        extra_body={"tokens_per_second": 200},
-    )
-    assert response.status_code == 201
-    run_id = response.json()["run"]["id"]
+    ws, _, run_id = await watch_demo_run(Client(first.url), Client(second.url), max_tokens=40, rate=200)
     events = await until(ws, "run.done")
     assert [e["type"] for e in events if e["type"].startswith("run.")][0] == "run.started"
-    assert shown_text(events, run_id) == expected_lorem(first.url, 40)
+    assert text_of(events, run_id) == expected_lorem(first.url, 40)
     assert events[-1]["run"]["status"] == "completed"
     assert events[-1]["run"]["usage"]["completion_tokens"] == 40
     await ws.close()
@@ -101,56 +99,32 @@ async def test_a_run_submitted_through_one_process_streams_to_a_watcher_on_the_o
 
 async def test_a_run_is_stopped_through_the_other_process(cluster):
     first, second = cluster
-    alice_a, alice_b = Client(first.url), Client(second.url)
-    conversation = alice_a.new_conversation()
-    ws = await connect(alice_b, conversation)
-    await next_event(ws)
-    run_id = alice_a.submit(
-        conversation,
-        alice_a.demo_provider(),
-        "go",
-        stream=True,
-        max_tokens=2000,
-        extra_body={"tokens_per_second": 20},
-    ).json()["run"]["id"]
-    events = []
-    while sum(e["type"] == "run.delta" for e in events) < 3:
-        events.append(await next_event(ws))
+    alice_b = Client(second.url)
+    ws, _, run_id = await watch_demo_run(Client(first.url), alice_b, max_tokens=2000, rate=20)
+    events = await deltas(ws, 3)
     stop = alice_b.post(f"/api/runs/{run_id}/stop/")
     assert stop.status_code == 202
     events += await until(ws, "run.done", timeout=3)
     done = events[-1]["run"]
     assert done["status"] == "stopped"
-    assert done["choices"][0]["content"] == shown_text(events, run_id)
+    assert done["choices"][0]["content"] == text_of(events, run_id)
     assert done["usage"]["estimated"] is True
     await ws.close()
 
 
 async def test_a_reconnect_to_the_other_process_resumes_without_loss_or_repeats(cluster):
     first, second = cluster
-    alice_a, alice_b = Client(first.url), Client(second.url)
-    conversation = alice_a.new_conversation()
-    ws = await connect(alice_b, conversation)
-    await next_event(ws)
-    run_id = alice_a.submit(
-        conversation,
-        alice_a.demo_provider(),
-        "go",
-        stream=True,
-        max_tokens=120,
-        extra_body={"tokens_per_second": 60},
-    ).json()["run"]["id"]
-    before = []
-    while sum(e["type"] == "run.delta" for e in before) < 5:
-        before.append(await next_event(ws))
+    alice_b = Client(second.url)
+    ws, conversation, run_id = await watch_demo_run(Client(first.url), alice_b, max_tokens=120, rate=60)
+    before = await deltas(ws, 5)
     await ws.close()
     await asyncio.sleep(0.3)
     again = await connect(alice_b, conversation)
     after = await until(again, "run.done")
     assert after[0] == {"type": "sync", "active": [run_id]}
     assert after[1]["type"] == "snapshot"
-    assert after[1]["run"]["choices"][0]["content"].startswith(shown_text(before, run_id))
-    assert shown_text(after, run_id) == expected_lorem(first.url, 120)
+    assert after[1]["run"]["choices"][0]["content"].startswith(text_of(before, run_id))
+    assert text_of(after, run_id) == expected_lorem(first.url, 120)
     await again.close()
 
 
@@ -160,28 +134,18 @@ async def test_a_run_left_by_a_killed_process_is_marked_interrupted_by_the_survi
         AppServer(env) as doomed,
         AppServer(env) as survivor,
     ):
-        alice_doomed, alice_survivor = Client(doomed.url), Client(survivor.url)
-        conversation = alice_doomed.new_conversation()
-        ws = await connect(alice_survivor, conversation)
-        await next_event(ws)
-        run_id = alice_doomed.submit(
-            conversation,
-            alice_doomed.demo_provider(),
-            "go",
-            stream=True,
-            max_tokens=5000,
-            extra_body={"tokens_per_second": 30},
-        ).json()["run"]["id"]
-        events = []
-        while sum(e["type"] == "run.delta" for e in events) < 30:  # past a checkpoint
-            events.append(await next_event(ws))
+        alice_survivor = Client(survivor.url)
+        ws, conversation, run_id = await watch_demo_run(
+            Client(doomed.url), alice_survivor, max_tokens=5000, rate=30
+        )
+        events = await deltas(ws, 30)  # past a checkpoint
         doomed.kill()
         events += await until(ws, "run.done", timeout=20)
         done = events[-1]["run"]
         assert done["status"] == "interrupted"
         assert done["error"]["kind"] == "interrupted"
         assert done["choices"][0]["content"]
-        assert shown_text(events, run_id).startswith(done["choices"][0]["content"])
+        assert text_of(events, run_id).startswith(done["choices"][0]["content"])
         transcript = alice_survivor.get(f"/api/conversations/{conversation}/").json()
         assert [m["content"] for m in transcript["messages"] if m["role"] == "assistant"] == [
             done["choices"][0]["content"]
