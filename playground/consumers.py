@@ -150,6 +150,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             self.waiting[run_id].append(event)
             return
         seq, last = event["seq"], self.seqs.get(run_id)
+        if event["type"] == "run.done":
+            # The final state always wins, even numbered below what we relayed: a run
+            # reconciled after its process died ends at its last checkpoint.
+            self.seqs[run_id] = max(seq, last or 0)
+            await self.send_json(event)
+            return
         if last is not None and seq <= last:
             return
         if event["type"] == "run.delta" and seq != (last or 0) + 1:

@@ -406,3 +406,17 @@ async def test_the_first_message_names_the_conversation_for_watchers(alice_cooki
         {"type": "conversation.changed", "conversation": conversation.id, "title": "Why is the sky blue?"}
     ]
     await ws.disconnect()
+
+
+async def test_a_final_event_numbered_below_what_was_relayed_still_arrives(alice_cookie, conversation):
+    """A run reconciled after its process died ends at its checkpoint, below later deltas."""
+    ws = await watch(alice_cookie, conversation)
+    await ws.receive_json_from()
+    layer, group = get_channel_layer(), f"conversation-{conversation.id}"
+    for seq in (1, 2, 3):
+        await layer.group_send(group, {"type": "run.delta", "run": 7, "seq": seq, "choices": []})
+    done = {"type": "run.done", "run": {"id": 7, "status": "interrupted"}, "seq": 2, "messages": []}
+    await layer.group_send(group, done)
+    assert [(await ws.receive_json_from())["seq"] for _ in range(3)] == [1, 2, 3]
+    assert await ws.receive_json_from() == done
+    await ws.disconnect()

@@ -391,7 +391,8 @@ function handleEvent(event) {
     }
     case "run.done": {
       const view = state.runs.get(event.run.id);
-      if (view && view.run.seq >= event.seq && !ACTIVE.has(view.run.status)) break;
+      // The final state wins over anything streamed (an interrupted run ends at its checkpoint).
+      if (view && !ACTIVE.has(view.run.status) && view.run.seq >= event.seq) break;
       addMessages(event.messages);
       upsertRun(event.run);
       renderTranscript();
