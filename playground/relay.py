@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
@@ -80,10 +81,14 @@ async def start_run(run: Run, target: Target, slot: threading.BoundedSemaphore, 
     Called on the server's event loop (from the submit view) after the Run row
     exists; `slot` comes from `reserve_slot()` and is released when the run ends.
     """
-    await process.ensure_started()
-    if run.owner != process.channel:  # only the first run of a process learns it here
-        run.owner = process.channel
-        await Run.objects.filter(id=run.id).aupdate(owner=run.owner)
+    try:
+        await process.ensure_started()
+        if run.owner != process.channel:  # only the first run of a process learns it here
+            run.owner = process.channel
+            await Run.objects.filter(id=run.id).aupdate(owner=run.owner)
+    except BaseException:
+        slot.release()  # the run row stays queued; the stale-run sweep ends it
+        raise
     handle = RunHandle(run, target, slot, process.loop)
     process.runs[run.id] = handle
     handle.start_sender()
@@ -102,7 +107,7 @@ async def stop_run(run: Run) -> bool:
     if run.owner and not is_stale(run):
         await get_channel_layer().send(run.owner, {"type": "run.stop", "run": run.id})
         return True
-    await asyncio.to_thread(reconcile_stale_runs)
+    await sync_to_async(reconcile_stale_runs)()
     return False
 
 
