@@ -297,3 +297,15 @@ def test_a_seed_example_imports_into_the_fields(page: Page):
     expect(page.get_by_label("temperature", exact=True)).to_have_value("1")
     expect(page.get_by_label("max_tokens", exact=True)).to_have_value("1000")
     expect(page.get_by_label("stream", exact=True)).to_be_checked()
+
+
+def test_the_system_prompt_of_a_new_conversation_is_sent(page: Page):
+    choose(page, "demo-echo")
+    page.get_by_role("textbox", name="System prompt").fill("Answer in French.")
+    send(page, "bonjour")
+    expect(answers(page).last).to_contain_text("completed")
+    assert last_run(page)["request_body"]["messages"] == [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "bonjour"},
+    ]
+    expect(page.get_by_role("textbox", name="System prompt")).to_have_value("Answer in French.")

@@ -549,21 +549,24 @@ async function send() {
   if (Object.keys(errors).length) { showFieldErrors(errors); return; }
   showFieldErrors({});
   els.send.disabled = true;
+  // Read the form before a new conversation is loaded: loading resets the System prompt.
+  const submission = {
+    provider: Number(els.provider.value),
+    model: els.model.value.trim(),
+    system: els.system.value,
+    message: els.message.value,
+    params,
+    extra_body: extra,
+  };
   try {
     if (!state.conversation) {
       const created = await api("POST", "/api/conversations/", {});
       history.pushState({}, "", `/c/${created.id}/`);
       await refreshConversationList();
       await loadConversation(created.id);
+      els.system.value = submission.system;
     }
-    const data = await api("POST", `/api/conversations/${state.conversation}/runs/`, {
-      provider: Number(els.provider.value),
-      model: els.model.value.trim(),
-      system: els.system.value,
-      message: els.message.value,
-      params,
-      extra_body: extra,
-    });
+    const data = await api("POST", `/api/conversations/${state.conversation}/runs/`, submission);
     els.message.value = ""; // only once the server has it: a refused message is kept
     saveSettings();
     addMessages(data.messages);
@@ -730,7 +733,7 @@ function init() {
   for (const p of config.providers) {
     const option = document.createElement("option");
     option.value = p.id;
-    option.textContent = p.key_hint ? `${p.name} (${p.key_hint})` : p.name;
+    option.textContent = p.key_hint && !p.is_demo ? `${p.name} (${p.key_hint})` : p.name;
     els.provider.append(option);
   }
   const preferredModel = restoreSettings();
