@@ -7,7 +7,17 @@ long as `max_tokens` asks (200 tokens when unset). It honours `stream`,
 demo-only body field, `tokens_per_second` (default
 `PLAYGROUND_DEMO_TOKENS_PER_SECOND`). Any non-empty bearer key is accepted.
 Usage is counted with `playground.tokens`, so it is exact for this relay.
-"""
+
+It also plays the relay features the seed pages document:
+- `logprobs` / `top_logprobs`: well-formed, deterministic values per token;
+- `tools`: a tool call (id and name, then argument fragments; arguments shaped by
+  the function's JSON Schema, finish_reason `tool_calls`) when `tool_choice` is
+  `required` or names a function, or, with `auto`, when the last user message
+  names one; `tool_choice: "none"` answers in text;
+- `response_format`: `json_object` gives `{"answer": …}`; `json_schema` gives an
+  instance of the schema;
+- `separate_reasoning` / `enable_thinking`: a short `reasoning_content` first
+  (`enable_thinking: false` turns it off)."""
 
 from __future__ import annotations
 
@@ -58,8 +68,7 @@ def lorem_tokens(seed: int, count: int) -> list[str]:
 
 def answer_tokens(body: dict, choice: int) -> list[str]:
     if body["model"] == "demo-echo":
-        last = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
-        return split_tokens(content_text(last.get("content"))) or ["(nothing to echo)"]
+        return split_tokens(last_user_text(body)) or ["(nothing to echo)"]
     seed = body.get("seed") or 0
     # With max_tokens the text runs on past it, so it ends cut with finish_reason "length".
     limit = body.get("max_tokens")
@@ -67,8 +76,8 @@ def answer_tokens(body: dict, choice: int) -> list[str]:
 
 
 def generate(body: dict, choice: int) -> tuple[list[str], str]:
-    """The tokens of one choice and its finish_reason, after max_tokens and stop."""
-    tokens = answer_tokens(body, choice)
+    """The content tokens of one choice and its finish_reason, after max_tokens and stop."""
+    tokens = json_tokens(body) or answer_tokens(body, choice)
     finish = "stop"
     limit = body.get("max_tokens")
     if limit is not None and len(tokens) > limit:
@@ -81,6 +90,116 @@ def generate(body: dict, choice: int) -> tuple[list[str], str]:
         # OpenAI semantics: the stop sequence itself is not returned.
         tokens, finish = split_tokens(text[:cut]), "stop"
     return tokens, finish
+
+
+def last_user_text(body: dict) -> str:
+    last = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
+    return content_text(last.get("content"))
+
+
+def json_tokens(body: dict) -> list[str]:
+    """With response_format json_object or json_schema: valid JSON, schema-shaped."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_object":
+        return split_tokens(json.dumps({"answer": last_user_text(body)}, ensure_ascii=False))
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema") or {}
+        return split_tokens(json.dumps(example_for(schema), ensure_ascii=False))
+    return []
+
+
+def example_for(schema: dict):
+    """A value that satisfies a (simple) JSON Schema: objects, arrays, enums, scalars."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        return {name: example_for(sub) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [example_for(schema.get("items") or {})] * max(1, schema.get("minItems", 1))
+    if kind in ("integer", "number"):
+        value = schema.get("minimum", 1)
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return "demo"
+
+
+def tool_to_call(body: dict) -> dict | None:
+    """The function a demo answer calls: as tool_choice asks, or one the message names."""
+    tools = [t["function"] for t in body.get("tools") or [] if isinstance(t, dict) and t.get("function")]
+    choice = body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        return next((t for t in tools if t.get("name") == wanted), None)
+    if choice == "required":
+        return tools[0]
+    text = last_user_text(body)
+    return next((t for t in tools if t.get("name") and t["name"] in text), None)
+
+
+def tool_steps(function: dict, choice: int) -> list[dict]:
+    """A tool call streamed as OpenAI does: id and name first, then argument fragments."""
+    arguments = json.dumps(example_for(function.get("parameters") or {"type": "object"}))
+    first = {"index": 0, "id": f"call_demo_{choice}", "type": "function"}
+    steps = [{"tool_calls": [{**first, "function": {"name": function["name"], "arguments": ""}}]}]
+    size = max(1, len(arguments) // 3)
+    for start in range(0, len(arguments), size):
+        piece = arguments[start : start + size]
+        steps.append({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    return steps
+
+
+def wants_reasoning(body: dict) -> bool:
+    if body.get("enable_thinking") is False:
+        return False
+    return bool(body.get("separate_reasoning") or body.get("enable_thinking"))
+
+
+def logprob_entry(token: str, top: int) -> dict:
+    """Well-formed, deterministic logprobs: the token first, alternatives below it."""
+    value = -((sum(token.encode()) % 250) / 100)
+    alternatives = [
+        {"token": token, "logprob": value, "bytes": list(token.encode())},
+        *(
+            {
+                "token": f"{token.strip()}{i}",
+                "logprob": value - i,
+                "bytes": list(f"{token.strip()}{i}".encode()),
+            }
+            for i in range(1, top)
+        ),
+    ]
+    return {
+        "token": token,
+        "logprob": value,
+        "bytes": list(token.encode()),
+        "top_logprobs": alternatives[:top],
+    }
+
+
+def answer_steps(body: dict, choice: int) -> tuple[list[tuple[dict, dict | None]], str]:
+    """Every delta of one choice (with its logprobs, when asked) and its finish_reason."""
+    function = tool_to_call(body)
+    if function is not None:
+        return [(step, None) for step in tool_steps(function, choice)], "tool_calls"
+    steps: list[tuple[dict, dict | None]] = []
+    if wants_reasoning(body):
+        thought = f"The user wrote {len(split_tokens(last_user_text(body)))} tokens; answering plainly."
+        steps += [({"reasoning_content": t}, None) for t in split_tokens(thought)]
+    tokens, finish = generate(body, choice)
+    top = body.get("top_logprobs") or 0
+    for token in tokens:
+        logprobs = {"content": [logprob_entry(token, top)]} if body.get("logprobs") else None
+        steps.append(({"content": token}, logprobs))
+    return steps, finish
 
 
 def validate(body: object) -> JsonResponse | None:
@@ -119,9 +238,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     if problem:
         return problem
     n = body.get("n", 1)
-    choices = [generate(body, i) for i in range(n)]
+    choices = [answer_steps(body, i) for i in range(n)]
     prompt = count_prompt_tokens(body["messages"])
-    completion = sum(len(tokens) for tokens, _ in choices)
+    completion = sum(len(steps) for steps, _ in choices)
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     meta = {
         "id": f"chatcmpl-demo-{uuid.uuid4().hex[:12]}",
@@ -146,16 +265,29 @@ def completion_body(meta: dict, choices: list, usage: dict) -> dict:
     return {
         **meta,
         "object": "chat.completion",
-        "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": "".join(tokens)},
-                "finish_reason": finish,
-                "logprobs": None,
-            }
-            for i, (tokens, finish) in enumerate(choices)
-        ],
+        "choices": [assembled(i, steps, finish) for i, (steps, finish) in enumerate(choices)],
         "usage": usage,
+    }
+
+
+def assembled(index: int, steps: list, finish: str) -> dict:
+    """One non-streamed choice: the deltas folded into a message."""
+    message: dict = {"role": "assistant", "content": "".join(d.get("content", "") for d, _ in steps)}
+    reasoning = "".join(d.get("reasoning_content", "") for d, _ in steps)
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    calls = [d["tool_calls"][0] for d, _ in steps if "tool_calls" in d]
+    if calls:
+        call = {key: calls[0][key] for key in ("id", "type")}
+        name = calls[0]["function"]["name"]
+        call["function"] = {"name": name, "arguments": "".join(c["function"]["arguments"] for c in calls)}
+        message["tool_calls"], message["content"] = [call], None
+    logprobs = [entry for _, lp in steps if lp for entry in lp["content"]]
+    return {
+        "index": index,
+        "message": message,
+        "finish_reason": finish,
+        "logprobs": {"content": logprobs} if logprobs else None,
     }
 
 
@@ -165,21 +297,23 @@ def sse(data: dict | str) -> bytes:
 
 
 async def stream(meta: dict, choices: list, usage: dict | None, tps: float):
-    def chunk(index: int, delta: dict, finish: str | None = None) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def chunk(index: int, delta: dict, finish: str | None = None, logprobs: dict | None = None) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return sse({**meta, "object": "chat.completion.chunk", "choices": [choice]})
 
     loop = asyncio.get_running_loop()
     start = loop.time()
     for i in range(len(choices)):
         yield chunk(i, {"role": "assistant", "content": ""})
-    longest = max(len(tokens) for tokens, _ in choices)
+    longest = max(len(steps) for steps, _ in choices)
     for step in range(longest):
         delay = start + step / tps - loop.time() if tps > 0 else 0
         if delay > 0:
             await asyncio.sleep(delay)
         yield b"".join(
-            chunk(i, {"content": tokens[step]}) for i, (tokens, _) in enumerate(choices) if step < len(tokens)
+            chunk(i, steps[step][0], None, steps[step][1])
+            for i, (steps, _) in enumerate(choices)
+            if step < len(steps)
         )
     for i, (_, finish) in enumerate(choices):
         yield chunk(i, {}, finish)

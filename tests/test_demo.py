@@ -107,3 +107,116 @@ async def test_a_missing_key_is_a_401():
 async def test_the_models_endpoint_lists_both_models():
     data = (await AsyncClient().get("/demo/v1/models")).json()
     assert [m["id"] for m in data["data"]] == ["demo-echo", "demo-lorem"]
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+                "required": ["city", "days"],
+            },
+        },
+    },
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+]
+
+
+async def test_logprobs_are_well_formed_per_token():
+    data = (await post(ask("one two", logprobs=True, top_logprobs=3))).json()
+    entries = data["choices"][0]["logprobs"]["content"]
+    assert [e["token"] for e in entries] == ["one", " two"]
+    for entry in entries:
+        assert entry["logprob"] <= 0
+        assert entry["bytes"] == list(entry["token"].encode())
+        assert len(entry["top_logprobs"]) == 3
+        assert entry["top_logprobs"][0]["token"] == entry["token"]
+
+
+async def test_a_required_tool_choice_streams_a_tool_call_in_fragments():
+    chunks = await events(
+        await post(ask("hi", tools=TOOLS, tool_choice="required", stream=True, tokens_per_second=0))
+    )
+    fragments = [c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("tool_calls")]
+    assert len(fragments) > 2
+    acc = fold(chunks)
+    call = acc.choices[0].state()["tool_calls"][0]
+    assert (call["id"], call["function"]["name"]) == ("call_demo_0", "get_weather")
+    assert json.loads(call["function"]["arguments"]) == {"city": "demo", "days": 1}
+    assert acc.choices[0].finish_reason == "tool_calls"
+
+
+async def test_a_named_tool_choice_calls_that_function():
+    body = ask("hi", tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_time"}})
+    message = (await post(body)).json()["choices"][0]["message"]
+    assert message["tool_calls"][0]["function"] == {"name": "get_time", "arguments": "{}"}
+    assert message["content"] is None
+
+
+async def test_auto_calls_a_tool_only_when_the_message_names_it():
+    named = (await post(ask("please get_time now", tools=TOOLS))).json()["choices"][0]
+    plain = (await post(ask("hello", tools=TOOLS))).json()["choices"][0]
+    refused = (await post(ask("get_time", tools=TOOLS, tool_choice="none"))).json()["choices"][0]
+    assert named["finish_reason"] == "tool_calls"
+    assert (plain["finish_reason"], plain["message"]["content"]) == ("stop", "hello")
+    assert refused["message"]["content"] == "get_time"
+
+
+async def test_json_object_answers_parse():
+    content = (await post(ask("x y", response_format={"type": "json_object"}))).json()["choices"][0]
+    assert json.loads(content["message"]["content"]) == {"answer": "x y"}
+
+
+async def test_json_schema_answers_fit_the_schema():
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
+            "score": {"type": "number", "minimum": 0.5},
+            "ok": {"type": ["boolean", "null"]},
+        },
+        "required": ["name", "tags", "score", "ok"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "card", "schema": schema, "strict": True}}
+    content = (await post(ask("x", response_format=fmt))).json()["choices"][0]["message"]["content"]
+    jsonschema.validate(json.loads(content), schema)
+
+
+async def test_separate_reasoning_comes_first_and_apart():
+    chunks = await events(await post(ask("why", separate_reasoning=True, stream=True, tokens_per_second=0)))
+    kinds = [
+        next(iter(c["choices"][0]["delta"])) for c in chunks if c["choices"] and c["choices"][0]["delta"]
+    ]
+    assert kinds[1] == "reasoning_content"
+    assert kinds[-1] == "content"
+    acc = fold(chunks)
+    assert "".join(acc.choices[0].content) == "why"
+    assert "".join(acc.choices[0].reasoning).startswith("The user wrote 1 tokens")
+
+
+async def test_thinking_can_be_turned_off():
+    message = (await post(ask("why", enable_thinking=False))).json()["choices"][0]["message"]
+    assert "reasoning_content" not in message
+
+
+async def test_usage_counts_every_streamed_token():
+    body = ask(
+        "a b",
+        separate_reasoning=True,
+        stream=True,
+        tokens_per_second=0,
+        stream_options={"include_usage": True},
+    )
+    chunks = await events(await post(body))
+    deltas = [c for c in chunks if c["choices"] and (c["choices"][0]["delta"].keys() - {"role"})]
+    deltas = [
+        c for c in deltas if any(c["choices"][0]["delta"].get(k) for k in ("content", "reasoning_content"))
+    ]
+    assert chunks[-1]["usage"]["completion_tokens"] == len(deltas)
