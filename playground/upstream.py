@@ -621,6 +621,65 @@ def list_models(base_url: str, api_key: str, extra_headers: dict | None = None) 
 # ---------------------------------------------------------------------------- accumulating
 
 
+class ThinkSplitter:
+    """Moves an inline `<think>…</think>` at the start of an answer into reasoning.
+
+    Tags may arrive split across deltas, so a possible partial tag is held back
+    until the next delta decides it. Only a block opening the answer counts: a
+    `<think>` written later is text the model meant to show.
+    """
+
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.started = False  # visible text has begun: no more <think> blocks
+        self.closed = False  # a block has ended: drop the blank lines that follow it
+        self.held = ""
+
+    @property
+    def active(self) -> bool:
+        return self.inside or not self.started or bool(self.held)
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """(content, reasoning) for one delta of content."""
+        text, self.held = self.held + text, ""
+        content, reasoning = [], []
+        while text:
+            if not self.inside and self.started:
+                content.append(text)
+                break
+            if not self.inside:
+                stripped = text.lstrip()
+                if not stripped:  # only whitespace so far: wait for what follows
+                    self.held = text
+                    break
+                if not stripped.startswith(self.OPEN) and not self.OPEN.startswith(stripped):
+                    self.started = True
+                    text = stripped if self.closed else text  # no blank lines after the block
+                    continue
+                text = stripped
+            tag = self.CLOSE if self.inside else self.OPEN
+            at = text.find(tag)
+            if at >= 0:
+                (reasoning if self.inside else content).append(text[:at])
+                text = text[at + len(tag) :]
+                self.closed = self.inside
+                self.inside = not self.inside
+                continue
+            keep = next(
+                (n for n in range(min(len(tag) - 1, len(text)), 0, -1) if tag.startswith(text[-n:])), 0
+            )
+            (reasoning if self.inside else content).append(text[: len(text) - keep])
+            self.held = text[len(text) - keep :]
+            break
+        return "".join(content), "".join(reasoning)
+
+    def flush(self) -> tuple[str, str]:
+        held, self.held = self.held, ""
+        return ("", held) if self.inside else (held, "")
+
+
 @dataclass
 class Choice:
     index: int
@@ -630,6 +689,7 @@ class Choice:
     logprobs: list[dict] = field(default_factory=list)
     finish_reason: str | None = None
     role: str = "assistant"
+    think: ThinkSplitter = field(default_factory=ThinkSplitter)
 
     def state(self) -> dict:
         return {
@@ -700,13 +760,14 @@ class Accumulator:
         out: dict[str, Any] = {}
         text = delta.get("content")
         if isinstance(text, str) and text:
-            choice.content.append(text)
-            out["content"] = text
+            text, inline_thought = choice.think.feed(text) if choice.think.active else (text, "")
+            self._add_text(choice, out, text, inline_thought)
         # Relays moving from reasoning_content to reasoning send both, with the same text.
         thought = next((delta[n] for n in REASONING_FIELDS if delta.get(n)), None)
         if isinstance(thought, str):
-            choice.reasoning.append(thought)
-            out["reasoning"] = thought
+            self._add_text(choice, out, "", thought)
+        if raw.get("finish_reason") and choice.think.held:
+            self._add_text(choice, out, *choice.think.flush())
         if delta.get("tool_calls"):
             out["tool_calls"] = self._apply_tool_calls(choice, delta["tool_calls"])
         logprobs = (raw.get("logprobs") or {}).get("content")
@@ -720,6 +781,15 @@ class Accumulator:
             return None
         out["index"] = index
         return out
+
+    @staticmethod
+    def _add_text(choice: Choice, out: dict, content: str, reasoning: str) -> None:
+        if content:
+            choice.content.append(content)
+            out["content"] = out.get("content", "") + content
+        if reasoning:
+            choice.reasoning.append(reasoning)
+            out["reasoning"] = out.get("reasoning", "") + reasoning
 
     @staticmethod
     def _apply_tool_calls(choice: Choice, fragments: list[dict]) -> list[dict]:

@@ -1007,3 +1007,31 @@ def test_it_raises_auth_error_when_listing_models_with_a_bad_key(relay):
     assert info.value.message == (
         "The relay rejected the API key (HTTP 401): Incorrect API key provided: [api key]"
     )
+
+
+def fold_contents(*pieces: str) -> tuple[str, str]:
+    """(content, reasoning) after content deltas `pieces` and a finish."""
+    acc = Accumulator()
+    for piece in pieces:
+        acc.apply(chunk(piece))
+    acc.apply(chunk(finish="stop"))
+    state = acc.state()[0]
+    return state["content"], state["reasoning"]
+
+
+THINKING = "<think>\nLet me think.\n</think>\n\nThe answer is <b>42</b>."
+
+
+def test_it_moves_an_inline_think_block_into_reasoning_wherever_the_deltas_split():
+    for i in range(len(THINKING) + 1):
+        for j in range(i, len(THINKING) + 1):
+            parts = (THINKING[:i], THINKING[i:j], THINKING[j:])
+            assert fold_contents(*parts) == ("The answer is <b>42</b>.", "\nLet me think.\n"), parts
+
+
+def test_it_leaves_a_think_tag_written_mid_answer_as_text():
+    assert fold_contents("Use ", "<think> tags") == ("Use <think> tags", "")
+
+
+def test_it_keeps_a_lone_partial_tag_as_text():
+    assert fold_contents("<th") == ("<th", "")
