@@ -408,7 +408,7 @@ class Process:
         self.slots = threading.BoundedSemaphore(settings.RELAY_MAX_STREAMS)
         self.executor = ThreadPoolExecutor(settings.RELAY_MAX_STREAMS, thread_name_prefix="relay")
         self._heartbeat: threading.Thread | None = None
-        self._started = asyncio.Lock()
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
 
     async def ensure_started(self) -> None:
         loop = asyncio.get_running_loop()
@@ -429,7 +429,7 @@ class Process:
 
     def _lock_for(self, loop) -> asyncio.Lock:
         # asyncio.Lock binds to the first loop that waits on it; tests use many loops.
-        if getattr(self, "_lock_loop", None) is not loop:
+        if self._lock_loop is not loop:
             self._started, self._lock_loop = asyncio.Lock(), loop
         return self._started
 

@@ -812,7 +812,3 @@ class Accumulator:
 
     def state(self) -> list[dict]:
         return [self.choices[i].state() for i in sorted(self.choices)]
-
-    @property
-    def has_output(self) -> bool:
-        return any(c.content or c.reasoning or c.tool_calls for c in self.choices.values())
