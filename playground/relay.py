@@ -5,13 +5,13 @@ executor or default `sync_to_async`, which share a handful of threads). The
 thread folds chunks into an `Accumulator` and hands the server's event loop at
 most one batch of deltas per coalescing window; the loop numbers each batch with
 `seq` and publishes it to the conversation's group through one sender task per
-run, so events leave in order. About once a second the thread checkpoints the
-text with its `seq` to the database; at the end it writes the final state and
+run, so events leave in order. At the end the thread writes the final state and
 publishes a `run.done` event carrying all of it.
 
 Every process owns a control channel on the channel layer: Stop requests and
-snapshot requests for a run reach the process that runs it through there, and a
-heartbeat thread keeps the process's runs marked alive. Runs whose heartbeat
+snapshot requests for a run reach the process that runs it through there. A
+keeper thread checkpoints the text (with its `seq`) of all the process's runs
+about once a second, in one transaction, and keeps them marked alive. Runs whose heartbeat
 stopped (their process died) are reconciled as `interrupted` by any process.
 """
 
@@ -146,6 +146,7 @@ class RunHandle:
         self.t0_mono = time.monotonic()
         self.first_token_at: float | None = None
         self.output_chars = 0
+        self.checkpointed_seq = 0
 
     # -- on the event loop
 
@@ -253,14 +254,10 @@ class RunHandle:
             max_retry_wait=settings.UPSTREAM_MAX_RETRY_WAIT,
         )
         self.stream = stream
-        next_checkpoint = time.monotonic() + settings.RELAY_CHECKPOINT_SECONDS
         for chunk in stream:
             deltas = self.acc.apply(chunk)
             if deltas:
                 self._add(deltas)
-            if time.monotonic() >= next_checkpoint:
-                self._checkpoint()
-                next_checkpoint = time.monotonic() + settings.RELAY_CHECKPOINT_SECONDS
 
     def _add(self, deltas: list[dict]) -> None:
         if self.first_token_at is None and any(
@@ -283,7 +280,7 @@ class RunHandle:
             if not self.flush_scheduled:
                 self.flush_scheduled = schedule = True
         if schedule:
-            self.loop.call_soon_threadsafe(self._schedule_flush)
+            process.wake(self)
         if self.output_chars > settings.RELAY_MAX_OUTPUT_CHARS:
             raise UpstreamError(
                 f"The answer passed the {settings.RELAY_MAX_OUTPUT_CHARS:,} character limit "
@@ -293,24 +290,29 @@ class RunHandle:
     def _wall(self, moment: float | None):
         return self.t0_wall + timedelta(seconds=moment - self.t0_mono) if moment else None
 
-    def _checkpoint(self) -> None:
+    def checkpoint_state(self) -> dict | None:
+        """What the keeper thread writes for this run: None when nothing new since last time.
+
+        Seals the pending batch first, so the stored (text, seq) pair names a batch
+        that is (or is about to be) published.
+        """
         with self.lock:
+            if self.status != Run.Status.STREAMING:
+                return None
             self._seal()
-            seq, choices, flush = self.seq, self.acc.state(), bool(self.sealed)
-            if flush and not self.flush_scheduled:
+            if self.seq == self.checkpointed_seq:
+                return None
+            self.checkpointed_seq = self.seq
+            flush = bool(self.sealed) and not self.flush_scheduled
+            if flush:
                 self.flush_scheduled = True
-            else:
-                flush = False
+            state = {"output": self.acc.state(), "last_seq": self.seq}
         if flush:
-            self.loop.call_soon_threadsafe(self._schedule_flush)
-        Run.objects.filter(id=self.run_id).update(
-            output=choices,
-            last_seq=seq,
-            heartbeat_at=timezone.now(),
-            first_byte_at=self._wall(self.stream.first_byte_at),
-            first_token_at=self._wall(self.first_token_at),
-        )
-        connection.close()
+            process.wake(self)
+        stream = getattr(self, "stream", None)
+        state["first_byte_at"] = self._wall(stream.first_byte_at if stream else None)
+        state["first_token_at"] = self._wall(self.first_token_at)
+        return state
 
     def _finish(self, outcome: str, error: UpstreamError | None) -> None:
         with self.lock:
@@ -407,7 +409,9 @@ class Process:
         self.runs: dict[int, RunHandle] = {}
         self.slots = threading.BoundedSemaphore(settings.RELAY_MAX_STREAMS)
         self.executor = ThreadPoolExecutor(settings.RELAY_MAX_STREAMS, thread_name_prefix="relay")
-        self._heartbeat: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None
+        self._ready: dict[asyncio.AbstractEventLoop, list[RunHandle]] = {}
+        self._ready_lock = threading.Lock()
         self._lock_loop: asyncio.AbstractEventLoop | None = None
 
     async def ensure_started(self) -> None:
@@ -423,9 +427,29 @@ class Process:
             self.channel = await layer.new_channel()
             self.loop = loop
             loop.create_task(self._listen(self.channel))
-            if self._heartbeat is None or not self._heartbeat.is_alive():
-                self._heartbeat = threading.Thread(target=self._beat, name="relay-heartbeat", daemon=True)
-                self._heartbeat.start()
+            if self._keeper is None or not self._keeper.is_alive():
+                self._keeper = threading.Thread(target=self._keep, name="relay-keeper", daemon=True)
+                self._keeper.start()
+
+    def wake(self, handle: RunHandle) -> None:
+        """From a relay thread: have the loop flush this run's pending deltas.
+
+        One wake-up of the loop serves every run that became ready before it ran:
+        each `call_soon_threadsafe` writes to the loop's self-pipe, and under load
+        these hand-offs were a large part of the cost per chunk (DESIGN trap 5).
+        """
+        with self._ready_lock:
+            ready = self._ready.setdefault(handle.loop, [])
+            ready.append(handle)
+            if len(ready) > 1:
+                return  # a wake-up is already on its way
+        handle.loop.call_soon_threadsafe(self._flush_ready, handle.loop)
+
+    def _flush_ready(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._ready_lock:
+            ready = self._ready.pop(loop, [])
+        for handle in ready:
+            handle._schedule_flush()
 
     def _lock_for(self, loop) -> asyncio.Lock:
         # asyncio.Lock binds to the first loop that waits on it; tests use many loops.
@@ -453,18 +477,40 @@ class Process:
                 reply["snapshot"] = handle.snapshot() if handle else None
                 await layer.send(message["reply_to"], reply)
 
-    def _beat(self) -> None:
-        interval = settings.RELAY_HEARTBEAT_SECONDS
+    def _keep(self) -> None:
+        """The keeper thread: checkpoints and heartbeats for every run of this process.
+
+        One thread and one transaction per tick for all runs, instead of each relay
+        thread opening a connection of its own once a second: at 50 streams that was
+        50 connections and commits a second, and the largest CPU cost after relaying.
+        """
+        tick = min(settings.RELAY_CHECKPOINT_SECONDS, settings.RELAY_HEARTBEAT_SECONDS)
+        next_beat = time.monotonic() + settings.RELAY_HEARTBEAT_SECONDS
         while True:
-            time.sleep(interval)
+            time.sleep(tick)
             try:
-                if self.runs:
-                    Run.objects.filter(id__in=list(self.runs)).update(heartbeat_at=timezone.now())
-                reconcile_stale_runs()
-            except Exception as exc:  # the heartbeat must outlive a database hiccup
-                log.warning("relay heartbeat failed: %s", exc)
+                self.checkpoint()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + settings.RELAY_HEARTBEAT_SECONDS
+                    if self.runs:
+                        Run.objects.filter(id__in=list(self.runs)).update(heartbeat_at=timezone.now())
+                    reconcile_stale_runs()
+            except Exception as exc:  # the keeper must outlive a database hiccup
+                log.warning("relay checkpoint or heartbeat failed: %s", exc)
             with contextlib.suppress(Exception):
                 connection.close()
+
+    def checkpoint(self) -> None:
+        """Store the text so far (with its seq) of every streaming run that moved."""
+        handles = list(self.runs.items())
+        states = {run_id: state for run_id, handle in handles if (state := handle.checkpoint_state())}
+        if not states:
+            return
+        now = timezone.now()
+        with transaction.atomic():
+            for run_id, state in states.items():
+                # Only while streaming: the run's own final write is never overwritten.
+                Run.objects.filter(id=run_id, status=Run.Status.STREAMING).update(heartbeat_at=now, **state)
 
 
 process = Process()
