@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from playground.checks import schema_problem
+
 # name -> (kind, minimum, maximum, help). Ranges as the seed pages give them.
 PARAMETERS: dict[str, dict[str, Any]] = {
     "temperature": {"kind": "number", "min": 0, "max": 2},
@@ -111,8 +113,8 @@ def check_tools(value: Any, spec: dict) -> str | None:
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             return f'tool {i} needs {{"type": "function", "function": {{"name": …}}}}'
-        if "parameters" in function and not isinstance(function["parameters"], dict):
-            return f"tool {i}: parameters must be a JSON Schema object"
+        if "parameters" in function and (problem := schema_problem(function["parameters"])):
+            return f"tool {i} ({function['name']}): parameters {problem}"
     return None
 
 
@@ -131,8 +133,8 @@ def check_response_format(value: Any, spec: dict) -> str | None:
         schema = value.get("json_schema")
         if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
             return "json_schema needs a name"
-        if not isinstance(schema.get("schema", {}), dict):
-            return "json_schema.schema must be an object"
+        if "schema" in schema and (problem := schema_problem(schema["schema"])):
+            return f"json_schema.schema {problem}"
     return None
 
 

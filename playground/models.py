@@ -10,6 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from playground import keys
+from playground.checks import output_checks
 
 DEMO_PROVIDER_NAME = "Demo"
 DEMO_MODELS = ("demo-echo", "demo-lorem")
@@ -245,6 +246,8 @@ class Run(models.Model):
     # Which process runs it, and when that process last said it was alive.
     owner = models.CharField(max_length=100, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Taken out of the transcript by hand; still counted in the usage ledger.
+    hidden = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["submitted_at", "id"]
@@ -305,6 +308,7 @@ class Run(models.Model):
             "usage": self.usage(),
             "timing": self.timing(),
             "error": {"kind": self.error_kind, "message": self.error_message} if self.error_kind else None,
+            "checks": None if self.is_active else output_checks(self.request_body, self.output),
             "submitted_at": self.submitted_at.isoformat(),
         }
 

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from playground import demo, views
+from playground import demo, turns, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -11,7 +11,13 @@ urlpatterns = [
     path("api/import/", views.import_request, name="api-import"),
     path("api/conversations/<int:conversation_id>/", views.conversation, name="api-conversation"),
     path("api/conversations/<int:conversation_id>/runs/", views.submit_run, name="api-submit"),
+    path("api/conversations/<int:conversation_id>/messages/", turns.add_message, name="api-add-message"),
+    path("api/conversations/<int:conversation_id>/fork/", turns.fork_conversation, name="api-fork"),
+    path("api/messages/<int:message_id>/", turns.message_detail, name="api-message"),
+    path("api/messages/<int:message_id>/move/", turns.move_message, name="api-move-message"),
+    path("api/messages/<int:message_id>/choose/", turns.choose_message, name="api-choose"),
     path("api/runs/<int:run_id>/", views.run_detail, name="api-run"),
+    path("api/runs/<int:run_id>/hide/", turns.delete_run, name="api-hide-run"),
     path("api/runs/<int:run_id>/stop/", views.stop_run, name="api-stop"),
     path("api/providers/<int:provider_id>/models/", views.provider_models, name="api-models"),
     path("demo/v1/chat/completions", demo.chat_completions, name="demo-chat"),

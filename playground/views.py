@@ -194,7 +194,7 @@ def announce(conversation_id: int, **change) -> None:
 
 
 def transcript(conv: Conversation) -> dict:
-    runs = conv.runs.select_related("user")
+    runs = conv.runs.filter(hidden=False).select_related("user")
     return {
         **conv.to_dict(),
         "messages": [m.to_dict() for m in conv.messages.all()],

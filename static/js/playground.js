@@ -118,18 +118,122 @@ function messageText(content) {
   return (content || []).map((p) => (p.type === "text" ? p.text : `[${p.type}]`)).join("\n");
 }
 
+const SAFE_MEDIA = /^(https?:|data:(image|video)\/)/i;
+function renderParts(body, content) {
+  for (const part of content) {
+    if (part.type === "text") {
+      const p = document.createElement("p");
+      p.textContent = part.text;
+      body.append(p);
+    } else {
+      const url = part[part.type]?.url || "";
+      const media = document.createElement(part.type === "video_url" ? "video" : "img");
+      if (SAFE_MEDIA.test(url)) media.src = url;
+      if (part.type === "video_url") media.controls = true; else media.alt = "attached image";
+      media.className = "part";
+      body.append(media);
+    }
+  }
+}
+
+function actionButton(label, handler, title) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link";
+  button.textContent = label;
+  if (title) button.setAttribute("aria-label", title);
+  button.addEventListener("click", handler);
+  return button;
+}
+
+async function change(method, url, body) {
+  try {
+    const data = await api(method, url, body);
+    if (data && data.messages && data.runs) applyTranscript(data);
+    return data;
+  } catch (error) {
+    showError(error.message);
+    return null;
+  }
+}
+
 function renderMessage(message) {
   const el = document.createElement("article");
   el.className = `message ${message.role}`;
   el.dataset.position = message.position;
+  el.dataset.message = message.id;
   const who = document.createElement("header");
-  who.textContent = message.role;
+  who.textContent = message.tool_call_id ? `${message.role} · ${message.tool_call_id}` : message.role;
   const body = document.createElement("div");
   body.className = "body";
-  if (message.role === "assistant") body.innerHTML = renderMarkdown(messageText(message.content));
-  else body.textContent = messageText(message.content);
+  if (Array.isArray(message.content)) renderParts(body, message.content);
+  else if (message.role === "assistant") body.innerHTML = renderMarkdown(message.content || "");
+  else body.textContent = message.content;
+  if (message.tool_calls) {
+    const calls = document.createElement("pre");
+    calls.className = "tool-calls";
+    calls.textContent = message.tool_calls.map((c) => `${c.function?.name}(${c.function?.arguments}) [${c.id}]`).join("\n");
+    body.append(calls);
+  }
   el.append(who, body);
+  if (config.canRun) el.append(messageActions(message, el, body));
+  if (state.editing?.id === message.id) editMessage(message, el, body);
   return el;
+}
+
+function messageActions(message, el, body) {
+  const bar = document.createElement("div");
+  bar.className = "actions";
+  const n = `${message.role} turn ${message.position}`;
+  bar.append(
+    actionButton("Edit", () => editMessage(message, el, body), `Edit ${n}`),
+    actionButton("↑", () => change("POST", `/api/messages/${message.id}/move/`, { direction: "up" }), `Move ${n} up`),
+    actionButton("↓", () => change("POST", `/api/messages/${message.id}/move/`, { direction: "down" }), `Move ${n} down`),
+    actionButton("Fork", () => fork(message.id), `Fork from ${n}`),
+    actionButton("Delete", () => change("DELETE", `/api/messages/${message.id}/`), `Delete ${n}`),
+  );
+  return bar;
+}
+
+function editMessage(message, el, body) {
+  // The editor survives re-renders (a teammate's change, a finished answer) until Save or Cancel.
+  const parts = Array.isArray(message.content);
+  if (state.editing?.id !== message.id) {
+    state.editing = { id: message.id, text: parts ? JSON.stringify(message.content, null, 2) : message.content || "" };
+  }
+  const box = document.createElement("textarea");
+  box.rows = 4;
+  box.setAttribute("aria-label", "Edit turn");
+  box.value = state.editing.text;
+  box.addEventListener("input", () => { state.editing.text = box.value; });
+  const save = actionButton("Save", async () => {
+    let content = box.value;
+    if (parts) {
+      try { content = JSON.parse(box.value); } catch { showError("content: the content parts are not valid JSON"); return; }
+    }
+    state.editing = null;
+    if (!(await change("PATCH", `/api/messages/${message.id}/`, { content }))) state.editing = { id: message.id, text: box.value };
+  });
+  const cancel = actionButton("Cancel", () => { state.editing = null; renderTranscript(); });
+  body.replaceChildren(box, save, cancel);
+  requestAnimationFrame(() => { if (document.activeElement?.tagName !== "TEXTAREA") box.focus(); });
+}
+
+async function fork(messageId) {
+  const created = await change("POST", `/api/conversations/${state.conversation}/fork/`, { message: messageId });
+  if (!created) return;
+  history.pushState({}, "", `/c/${created.id}/`);
+  await refreshConversationList();
+  await loadConversation(created.id);
+}
+
+function applyTranscript(data) {
+  state.messages.clear();
+  addMessages(data.messages);
+  const keep = new Set(data.runs.map((r) => r.id));
+  for (const id of [...state.runs.keys()]) if (!keep.has(id)) state.runs.delete(id);
+  for (const run of data.runs) upsertRun(run);
+  renderTranscript();
 }
 
 function formatMs(ms) {
@@ -175,7 +279,21 @@ class RunView {
     inspect.textContent = "Inspect";
     inspect.addEventListener("click", () => openInspector(this.run.id));
     this.footer.append(this.statusEl, " ", inspect);
-    this.el.append(head, this.choicesEl, this.errorEl, this.footer);
+    if (config.canRun) {
+      this.runActions = document.createElement("span");
+      this.runActions.className = "actions";
+      this.runActions.append(
+        actionButton("Regenerate", () => regenerate(this), "Regenerate this answer"),
+        actionButton("Fork", () => { const m = this.message(this.chosenIndex()); if (m) fork(m.id); }, "Fork from this answer"),
+        actionButton("Delete", () => change("POST", `/api/runs/${this.run.id}/hide/`), "Delete this answer"),
+      );
+      this.footer.append(" ", this.runActions);
+    }
+    this.toolForm = document.createElement("form");
+    this.toolForm.className = "tool-results";
+    this.toolForm.hidden = true;
+    this.toolForm.addEventListener("submit", (e) => { e.preventDefault(); sendToolResults(this); });
+    this.el.append(head, this.choicesEl, this.errorEl, this.toolForm, this.footer);
     this.choices = new Map();
     this.load(run);
   }
@@ -196,13 +314,61 @@ class RunView {
       const tools = document.createElement("pre");
       tools.className = "tool-calls";
       tools.hidden = true;
-      box.append(reasoning, answer, tools);
+      const flags = document.createElement("div");
+      flags.className = "flags";
+      flags.setAttribute("role", "status");
+      const tokens = document.createElement("div");
+      tokens.className = "tokens";
+      tokens.hidden = true;
+      tokens.setAttribute("aria-label", `Tokens of choice ${index + 1}`);
+      const tokensToggle = actionButton("Tokens", () => {
+        tokens.hidden = !tokens.hidden;
+        answer.hidden = !tokens.hidden;
+        tokensToggle.setAttribute("aria-pressed", String(!tokens.hidden));
+      }, `Show the tokens of choice ${index + 1} with their probabilities`);
+      tokensToggle.hidden = true;
+      const choose = actionButton("Use this answer", () => this.choose(index), `Use choice ${index + 1} to continue`);
+      choose.hidden = true;
+      const bar = document.createElement("div");
+      bar.className = "actions";
+      bar.append(tokensToggle, choose);
+      const label = document.createElement("div");
+      label.className = "choice-label";
+      label.textContent = `Choice ${index + 1}`;
+      box.append(label, reasoning, answer, tokens, tools, flags, bar);
       this.choicesEl.append(box);
-      view = { box, reasoning, thought, answer: new MarkdownView(answer), tools };
+      view = { box, reasoning, thought, answer: new MarkdownView(answer), answerEl: answer, tools, flags, tokens, tokensToggle, choose, label };
       this.choices.set(index, view);
       this.choicesEl.classList.toggle("many", this.choices.size > 1);
     }
     return view;
+  }
+  message(index) {
+    return [...state.messages.values()].find((m) => m.run === this.run.id && m.choice_index === index);
+  }
+  async choose(index) {
+    const message = this.message(index);
+    if (message) await change("POST", `/api/messages/${message.id}/choose/`);
+  }
+  decorate(c) {
+    const view = this.choice(c.index);
+    const done = !ACTIVE.has(this.run.status);
+    const flags = [];
+    if (c.finish_reason === "length") flags.push("✂ Cut off: the answer hit max_tokens (finish_reason: length).");
+    const check = (this.run.checks || []).find((v) => v.index === c.index);
+    if (check) {
+      const what = check.kind === "json_schema" ? "Schema" : "JSON";
+      flags.push(check.valid ? `✓ ${what}: valid` : `✗ ${what}: ${check.errors.join("; ")}`);
+    }
+    view.flags.textContent = flags.join("\n");
+    view.flags.dataset.verdict = check ? (check.valid ? "valid" : "invalid") : "";
+    view.label.hidden = this.choices.size < 2;
+    if (c.finish_reason) view.label.textContent = `Choice ${c.index + 1} · ${c.finish_reason}`;
+    const message = done ? this.message(c.index) : null;
+    view.box.classList.toggle("chosen", Boolean(message?.in_history) && this.choices.size > 1);
+    view.choose.hidden = !(config.canRun && message && !message.in_history);
+    view.tokensToggle.hidden = !(c.logprobs && c.logprobs.length);
+    if (c.logprobs && c.logprobs.length) renderTokens(view.tokens, c.logprobs);
   }
   load(run) {
     this.run = run;
@@ -215,6 +381,7 @@ class RunView {
       this.showTools(view, c.tool_calls);
       if (ACTIVE.has(run.status)) scheduleRender(view.answer); else view.answer.render(true);
     }
+    for (const c of run.choices || []) this.decorate(c);
     this.update();
   }
   applyDelta(event) {
@@ -234,9 +401,50 @@ class RunView {
       view.tools.textContent = calls.map((c) => `${c.function.name}(${c.function.arguments})`).join("\n");
     }
   }
+  chosenIndex() {
+    const chosen = [...state.messages.values()].find((m) => m.run === this.run.id && m.in_history);
+    return chosen ? chosen.choice_index : (this.run.choices?.[0]?.index ?? 0);
+  }
+  pendingToolCalls() {
+    if (ACTIVE.has(this.run.status)) return [];
+    const choice = (this.run.choices || []).find((c) => c.index === this.chosenIndex());
+    const calls = choice?.tool_calls || [];
+    // Answered already: a tool turn after this run names the call.
+    const answered = new Set([...state.messages.values()].filter((m) => m.role === "tool").map((m) => m.tool_call_id));
+    return calls.filter((c) => c.id && !answered.has(c.id));
+  }
+  renderToolForm() {
+    const calls = config.canRun ? this.pendingToolCalls() : [];
+    this.toolForm.hidden = !calls.length;
+    if (!calls.length) { this.toolForm.replaceChildren(); return; }
+    if (this.toolForm.dataset.calls === calls.map((c) => c.id).join(",")) return; // keep what is typed
+    this.toolForm.dataset.calls = calls.map((c) => c.id).join(",");
+    const fields = calls.map((call) => {
+      const wrap = document.createElement("div");
+      wrap.className = "field";
+      const label = document.createElement("label");
+      const id = `tool-result-${this.run.id}-${call.id}`;
+      label.htmlFor = id;
+      label.textContent = `Result of ${call.function?.name} (${call.id})`;
+      const args = document.createElement("code");
+      args.textContent = call.function?.arguments || "";
+      const box = document.createElement("textarea");
+      box.id = id;
+      box.rows = 2;
+      box.dataset.callId = call.id;
+      wrap.append(label, args, box);
+      return wrap;
+    });
+    const submit = document.createElement("button");
+    submit.type = "submit";
+    submit.textContent = "Send tool results";
+    this.toolForm.replaceChildren(...fields, submit);
+  }
   update() {
     const run = this.run;
     this.el.dataset.status = run.status;
+    if (this.runActions) this.runActions.hidden = ACTIVE.has(run.status);
+    this.renderToolForm();
     this.statusEl.textContent = ACTIVE.has(run.status) ? `${run.status}…` : footerText(run);
     this.errorEl.textContent = run.error ? run.error.message : "";
     this.errorEl.hidden = !run.error;
@@ -252,6 +460,68 @@ function assembleToolCalls(fragments) {
     calls.set(f.index ?? 0, call);
   }
   return [...calls.values()];
+}
+
+const tooltip = document.createElement("div");
+tooltip.className = "token-tip";
+tooltip.id = "token-tip";
+tooltip.setAttribute("role", "tooltip");
+tooltip.hidden = true;
+document.body.append(tooltip);
+
+function showAlternatives(span, entry) {
+  const rows = (entry.top_logprobs || []).map((alt) => {
+    const li = document.createElement("li");
+    li.textContent = `${JSON.stringify(alt.token)}  ${(Math.exp(alt.logprob) * 100).toFixed(1)}%`;
+    return li;
+  });
+  const head = document.createElement("strong");
+  head.textContent = `${JSON.stringify(entry.token)}  ${(Math.exp(entry.logprob) * 100).toFixed(1)}% (logprob ${entry.logprob.toFixed(3)})`;
+  const list = document.createElement("ol");
+  list.append(...rows);
+  tooltip.replaceChildren(head, list);
+  const box = span.getBoundingClientRect();
+  tooltip.style.left = `${box.left + window.scrollX}px`;
+  tooltip.style.top = `${box.bottom + window.scrollY + 4}px`;
+  tooltip.hidden = false;
+}
+
+function renderTokens(container, logprobs) {
+  const spans = logprobs.map((entry) => {
+    const span = document.createElement("span");
+    span.className = "token";
+    span.textContent = entry.token;
+    span.tabIndex = 0;
+    const p = Math.exp(entry.logprob ?? 0);
+    span.dataset.p = p.toFixed(3);
+    // Low probability, strong shade: certain tokens stay plain.
+    span.style.backgroundColor = `rgba(255, 140, 0, ${(1 - p) * 0.6})`;
+    span.setAttribute("aria-describedby", "token-tip");
+    span.setAttribute("aria-label", `${entry.token}: ${(p * 100).toFixed(1)}%`);
+    const show = () => showAlternatives(span, entry);
+    span.addEventListener("mouseenter", show);
+    span.addEventListener("focus", show);
+    span.addEventListener("mouseleave", () => { tooltip.hidden = true; });
+    span.addEventListener("blur", () => { tooltip.hidden = true; });
+    return span;
+  });
+  container.replaceChildren(...spans);
+}
+
+async function sendToolResults(view) {
+  const boxes = [...view.toolForm.querySelectorAll("textarea")];
+  for (const box of boxes) {
+    const added = await change("POST", `/api/conversations/${state.conversation}/messages/`, {
+      role: "tool", tool_call_id: box.dataset.callId, content: box.value,
+    });
+    if (!added) return;
+  }
+  await send({ continueOnly: true });
+}
+
+async function regenerate(view) {
+  const hidden = await change("POST", `/api/runs/${view.run.id}/hide/`);
+  if (hidden) await send({ continueOnly: true });
 }
 
 function renderTranscript() {
@@ -404,6 +674,8 @@ function handleEvent(event) {
         showError("A teammate deleted this conversation.");
         history.pushState({}, "", "/");
         loadConversation(null);
+      } else if (event.messages) {
+        refreshTranscript();
       } else if (document.activeElement !== els.title) {
         els.title.value = event.title;
       }
@@ -416,10 +688,7 @@ function handleEvent(event) {
 
 async function refreshTranscript() {
   if (!state.conversation) return;
-  const data = await api("GET", `/api/conversations/${state.conversation}/`);
-  addMessages(data.messages);
-  for (const run of data.runs) upsertRun(run);
-  renderTranscript();
+  applyTranscript(await api("GET", `/api/conversations/${state.conversation}/`));
 }
 
 // ------------------------------------------------------------------ parameters
@@ -541,20 +810,44 @@ async function loadModels(preferred) {
 
 // ------------------------------------------------------------------ actions
 
-async function send() {
+const attachments = [];
+
+function renderAttachments() {
+  const list = $("attachments");
+  list.replaceChildren(...attachments.map((part, i) => {
+    const li = document.createElement("li");
+    const url = part[part.type].url;
+    li.textContent = `${part.type === "video_url" ? "video" : "image"}: ${url.startsWith("data:") ? "uploaded file" : url}`;
+    li.append(" ", actionButton("Remove", () => { attachments.splice(i, 1); renderAttachments(); }, `Remove attachment ${i + 1}`));
+    return li;
+  }));
+}
+
+function attach(type, url) {
+  if (!url) return;
+  attachments.push({ type, [type]: { url } });
+  renderAttachments();
+}
+
+async function send({ continueOnly = false } = {}) {
   showError("");
   const { params, extra, errors } = readParams();
   if (!els.model.value.trim()) errors.model = "choose or type a model";
-  if (!els.message.value.trim()) errors.message = "write a message";
+  if (!continueOnly && !els.message.value.trim() && !attachments.length) errors.message = "write a message";
   if (Object.keys(errors).length) { showFieldErrors(errors); return; }
   showFieldErrors({});
   els.send.disabled = true;
+  let message = continueOnly ? "" : els.message.value;
+  if (!continueOnly && attachments.length) {
+    message = [...(message.trim() ? [{ type: "text", text: message }] : []), ...attachments];
+  }
   // Read the form before a new conversation is loaded: loading resets the System prompt.
   const submission = {
     provider: Number(els.provider.value),
     model: els.model.value.trim(),
     system: els.system.value,
-    message: els.message.value,
+    message,
+    continue: continueOnly,
     params,
     extra_body: extra,
   };
@@ -567,7 +860,11 @@ async function send() {
       els.system.value = submission.system;
     }
     const data = await api("POST", `/api/conversations/${state.conversation}/runs/`, submission);
-    els.message.value = ""; // only once the server has it: a refused message is kept
+    if (!continueOnly) {
+      els.message.value = ""; // only once the server has it: a refused message is kept
+      attachments.length = 0;
+      renderAttachments();
+    }
     saveSettings();
     addMessages(data.messages);
     if (!state.runs.has(data.run.id)) upsertRun(data.run);
@@ -727,6 +1024,27 @@ async function importRequest(event) {
   }
 }
 
+async function addTurn(event) {
+  event.preventDefault();
+  if (!state.conversation) {
+    const created = await api("POST", "/api/conversations/", {});
+    history.pushState({}, "", `/c/${created.id}/`);
+    await refreshConversationList();
+    await loadConversation(created.id);
+  }
+  const role = $("add-turn-role").value;
+  const body = { role, content: $("add-turn-content").value };
+  if (role === "tool") body.tool_call_id = $("add-turn-call-id").value;
+  try {
+    applyTranscript(await api("POST", `/api/conversations/${state.conversation}/messages/`, body));
+    $("add-turn-content").value = "";
+    $("add-turn-dialog").close();
+  } catch (error) {
+    $("add-turn-error").textContent = error.message;
+    $("add-turn-error").hidden = false;
+  }
+}
+
 // ------------------------------------------------------------------ start
 
 function init() {
@@ -740,6 +1058,24 @@ function init() {
   loadModels(preferredModel);
   els.provider.addEventListener("change", () => { els.model.value = ""; loadModels(); });
   els.composer.addEventListener("submit", (e) => { e.preventDefault(); send(); });
+  $("attach-image").addEventListener("change", (e) => {
+    for (const file of e.target.files) {
+      const reader = new FileReader();
+      reader.onload = () => attach("image_url", reader.result);
+      reader.readAsDataURL(file);
+    }
+    e.target.value = "";
+  });
+  $("attach-url-add").addEventListener("click", () => {
+    const url = $("attach-url").value.trim();
+    if (!/^(https?:|data:)/i.test(url)) { showError("Attachment URL: give an http(s) or data: URL"); return; }
+    attach($("attach-kind").value, url);
+    $("attach-url").value = "";
+  });
+  $("add-turn-open").addEventListener("click", () => { $("add-turn-error").hidden = true; $("add-turn-dialog").showModal(); });
+  $("add-turn-cancel").addEventListener("click", () => $("add-turn-dialog").close());
+  $("add-turn-role").addEventListener("change", () => { $("add-turn-tool").hidden = $("add-turn-role").value !== "tool"; });
+  $("add-turn-form").addEventListener("submit", addTurn);
   els.message.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); send(); }
   });

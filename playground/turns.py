@@ -1,0 +1,219 @@
+"""Editing a conversation by hand: add, edit, delete and reorder turns, pick one of
+n choices, fork from any message.
+
+Positions order the transcript; the choices of one run share a position. A
+change is refused while an answer is streaming in the conversation (it would
+land among turns that moved under it). Every change tells the conversation's
+watchers to re-read it.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import Max
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_http_methods, require_POST
+
+from playground.forms import ROLES, Invalid, clean_content
+from playground.models import Conversation, Message, Run
+from playground.views import announce, api, conversation_for, json_error, read_json_or_400, transcript
+
+
+def _busy(conv: Conversation) -> JsonResponse | None:
+    if conv.runs.filter(status__in=Run.ACTIVE).exists():
+        return json_error(409, "An answer is streaming in this conversation: stop it or let it finish first.")
+    return None
+
+
+def _changed(conv: Conversation) -> JsonResponse:
+    transaction.on_commit(lambda: announce(conv.id, messages=True))
+    return JsonResponse(transcript(conv))
+
+
+def clean_turn(data: dict, *, partial: bool = False) -> dict:
+    """A hand-written turn: role, content (text or parts), and for tools their ids."""
+    errors, turn = {}, {}
+    if not partial or "role" in data:
+        role = data.get("role")
+        if role not in ROLES:
+            errors["role"] = f"must be one of {', '.join(ROLES)}"
+        turn["role"] = role
+    if not partial or "content" in data:
+        try:
+            turn["content"] = clean_content(data.get("content", ""), "content")
+        except Invalid as exc:
+            errors.update(exc.errors)
+    for name in ("name", "tool_call_id"):
+        if name in data:
+            if not isinstance(data[name], str) or len(data[name]) > 100:
+                errors[name] = "must be text of at most 100 characters"
+            else:
+                turn[name] = data[name]
+    if "tool_calls" in data:
+        calls = data["tool_calls"]
+        if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+            errors["tool_calls"] = "must be a list of tool calls"
+        turn["tool_calls"] = calls or None
+    if turn.get("role") == "tool" and not (turn.get("tool_call_id") or "").strip():
+        errors["tool_call_id"] = "a tool result needs the id of the tool call it answers"
+    if errors:
+        raise Invalid(errors)
+    return turn
+
+
+def next_position(conv: Conversation) -> int:
+    top_message = conv.messages.aggregate(top=Max("position"))["top"] or 0
+    top_run = conv.runs.aggregate(top=Max("position"))["top"] or 0
+    return max(top_message, top_run) + 1
+
+
+@require_POST
+@api
+def add_message(request: HttpRequest, conversation_id: int) -> JsonResponse:
+    """Append a turn of any role: a user message, an assistant reply, a tool result."""
+    conv = conversation_for(request.user, conversation_id, write=True)
+    data = read_json_or_400(request)
+    if isinstance(data, JsonResponse):
+        return data
+    try:
+        turn = clean_turn(data)
+    except Invalid as exc:
+        return json_error(400, str(exc), fields=exc.errors)
+    with transaction.atomic():
+        conv = Conversation.objects.select_for_update().get(id=conv.id)
+        if busy := _busy(conv):
+            return busy
+        Message.objects.create(conversation=conv, position=next_position(conv), **turn)
+        return _changed(conv)
+
+
+@require_http_methods(["PATCH", "DELETE"])
+@api
+def message_detail(request: HttpRequest, message_id: int) -> JsonResponse:
+    message = get_object_or_404(Message, id=message_id)
+    conv = conversation_for(request.user, message.conversation_id, write=True)
+    if request.method == "PATCH":
+        data = read_json_or_400(request)
+        if isinstance(data, JsonResponse):
+            return data
+        try:
+            turn = clean_turn({"role": message.role, **data}, partial=True)
+        except Invalid as exc:
+            return json_error(400, str(exc), fields=exc.errors)
+    with transaction.atomic():
+        conv = Conversation.objects.select_for_update().get(id=conv.id)
+        if busy := _busy(conv):
+            return busy
+        if request.method == "DELETE":
+            if message.run_id and message.in_history:
+                # Another choice of the same answer continues the conversation instead.
+                other = Message.objects.filter(run_id=message.run_id).exclude(id=message.id)
+                if other := other.order_by("choice_index").first():
+                    Message.objects.filter(id=other.id).update(in_history=True)
+            if message.run_id and not Message.objects.filter(run_id=message.run_id).exclude(id=message.id):
+                Run.objects.filter(id=message.run_id).update(hidden=True)
+            message.delete()
+        else:
+            for name, value in turn.items():
+                setattr(message, name, value)
+            message.save()
+        return _changed(conv)
+
+
+@require_POST
+@api
+def delete_run(request: HttpRequest, run_id: int) -> JsonResponse:
+    """Take an answer (all its choices, or its error) out of the transcript.
+
+    The run itself stays: it is the usage ledger, and the inspector still shows it.
+    """
+    run = get_object_or_404(Run, id=run_id)
+    conv = conversation_for(request.user, run.conversation_id, write=True)
+    if run.is_active:
+        return json_error(409, "This answer is still streaming: stop it first.")
+    with transaction.atomic():
+        Message.objects.filter(run=run).delete()
+        Run.objects.filter(id=run.id).update(hidden=True)
+        return _changed(conv)
+
+
+@require_POST
+@api
+def move_message(request: HttpRequest, message_id: int) -> JsonResponse:
+    """Swap a turn (with its sibling choices) with the one above or below it."""
+    message = get_object_or_404(Message, id=message_id)
+    conv = conversation_for(request.user, message.conversation_id, write=True)
+    data = read_json_or_400(request)
+    if isinstance(data, JsonResponse):
+        return data
+    direction = data.get("direction")
+    if direction not in ("up", "down"):
+        return json_error(400, "direction: must be up or down", fields={"direction": "must be up or down"})
+    with transaction.atomic():
+        conv = Conversation.objects.select_for_update().get(id=conv.id)
+        if busy := _busy(conv):
+            return busy
+        here = message.position
+        neighbours = conv.messages.exclude(position=here).exclude(position=0, role=Message.Role.SYSTEM)
+        if direction == "up":
+            other = neighbours.filter(position__lt=here).aggregate(p=Max("position"))["p"]
+        else:
+            below = neighbours.filter(position__gt=here).order_by("position")
+            other = below.values_list("position", flat=True).first()
+        if other is None or (direction == "up" and other == 0):
+            return json_error(400, f"This turn is already at the {'top' if direction == 'up' else 'bottom'}.")
+        mine = list(conv.messages.filter(position=here).values_list("id", flat=True))
+        theirs = list(conv.messages.filter(position=other).values_list("id", flat=True))
+        Message.objects.filter(id__in=mine).update(position=other)
+        Message.objects.filter(id__in=theirs).update(position=here)
+        # A run's answer is drawn at the run's position: keep the two together.
+        Run.objects.filter(conversation=conv, messages__id__in=mine).update(position=other)
+        Run.objects.filter(conversation=conv, messages__id__in=theirs).update(position=here)
+        return _changed(conv)
+
+
+@require_POST
+@api
+def choose_message(request: HttpRequest, message_id: int) -> JsonResponse:
+    """Of a run's n choices, this one continues the conversation."""
+    message = get_object_or_404(Message, id=message_id)
+    conv = conversation_for(request.user, message.conversation_id, write=True)
+    if message.run_id is None:
+        return json_error(400, "Only an answer with several choices has a choice to make.")
+    with transaction.atomic():
+        Message.objects.filter(run_id=message.run_id).update(in_history=False)
+        Message.objects.filter(id=message.id).update(in_history=True)
+        return _changed(conv)
+
+
+@require_POST
+@api
+def fork_conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
+    """A new conversation holding this one's turns up to and including a message."""
+    conv = conversation_for(request.user, conversation_id, write=True)
+    data = read_json_or_400(request)
+    if isinstance(data, JsonResponse):
+        return data
+    message = Message.objects.filter(id=data.get("message"), conversation=conv).first()
+    if message is None:
+        return json_error(400, "message: not a message of this conversation", fields={"message": "not found"})
+    with transaction.atomic():
+        fork = Conversation.objects.create(
+            workspace_id=conv.workspace_id, creator=request.user, title=f"{conv.title} (fork)"[:200]
+        )
+        kept = conv.messages.filter(position__lte=message.position, in_history=True)
+        Message.objects.bulk_create(
+            Message(
+                conversation=fork,
+                position=m.position,
+                role=m.role,
+                content=m.content,
+                name=m.name,
+                tool_calls=m.tool_calls,
+                tool_call_id=m.tool_call_id,
+                reasoning=m.reasoning,
+            )
+            for m in kept
+        )
+    return JsonResponse(fork.to_dict(), status=201)
