@@ -2,11 +2,12 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from playground import demo, turns, views
+from playground import compare, demo, turns, views
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("c/<int:conversation_id>/", views.index, name="conversation"),
+    path("compare/", compare.page, name="compare"),
     path("api/conversations/", views.conversations, name="api-conversations"),
     path("api/import/", views.import_request, name="api-import"),
     path("api/conversations/<int:conversation_id>/", views.conversation, name="api-conversation"),
