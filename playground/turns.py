@@ -19,11 +19,21 @@ from playground.forms import ROLES, Invalid, clean_content
 from playground.models import Conversation, Message, Run
 from playground.views import announce, api, conversation_for, json_error, read_json_or_400, transcript
 
+BUSY = "An answer is streaming in this conversation: stop it or let it finish first."
 
-def _busy(conv: Conversation) -> JsonResponse | None:
+
+def _message_for(request: HttpRequest, message_id: int) -> tuple[Message, Conversation]:
+    """The message and its conversation, when the user may change it (else 404/403)."""
+    message = get_object_or_404(Message, id=message_id)
+    return message, conversation_for(request.user, message.conversation_id, write=True)
+
+
+def _lock(conv: Conversation) -> tuple[Conversation, JsonResponse | None]:
+    """Inside a transaction: the conversation's row locked, and a 409 while an answer streams."""
+    conv = Conversation.objects.select_for_update().get(id=conv.id)
     if conv.runs.filter(status__in=Run.ACTIVE).exists():
-        return json_error(409, "An answer is streaming in this conversation: stop it or let it finish first.")
-    return None
+        return conv, json_error(409, BUSY)
+    return conv, None
 
 
 def _changed(conv: Conversation) -> JsonResponse:
@@ -81,8 +91,8 @@ def add_message(request: HttpRequest, conversation_id: int) -> JsonResponse:
     except Invalid as exc:
         return json_error(400, str(exc), fields=exc.errors)
     with transaction.atomic():
-        conv = Conversation.objects.select_for_update().get(id=conv.id)
-        if busy := _busy(conv):
+        conv, busy = _lock(conv)
+        if busy:
             return busy
         Message.objects.create(conversation=conv, position=next_position(conv), **turn)
         return _changed(conv)
@@ -91,8 +101,7 @@ def add_message(request: HttpRequest, conversation_id: int) -> JsonResponse:
 @require_http_methods(["PATCH", "DELETE"])
 @api
 def message_detail(request: HttpRequest, message_id: int) -> JsonResponse:
-    message = get_object_or_404(Message, id=message_id)
-    conv = conversation_for(request.user, message.conversation_id, write=True)
+    message, conv = _message_for(request, message_id)
     if request.method == "PATCH":
         data = read_json_or_400(request)
         if isinstance(data, JsonResponse):
@@ -102,17 +111,19 @@ def message_detail(request: HttpRequest, message_id: int) -> JsonResponse:
         except Invalid as exc:
             return json_error(400, str(exc), fields=exc.errors)
     with transaction.atomic():
-        conv = Conversation.objects.select_for_update().get(id=conv.id)
-        if busy := _busy(conv):
+        conv, busy = _lock(conv)
+        if busy:
             return busy
         if request.method == "DELETE":
-            if message.run_id and message.in_history:
-                # Another choice of the same answer continues the conversation instead.
-                other = Message.objects.filter(run_id=message.run_id).exclude(id=message.id)
-                if other := other.order_by("choice_index").first():
+            if message.run_id:
+                # The same answer's other choices: one continues the conversation instead,
+                # and with none left the answer leaves the transcript.
+                siblings = Message.objects.filter(run_id=message.run_id).exclude(id=message.id)
+                other = siblings.order_by("choice_index").first()
+                if other is None:
+                    Run.objects.filter(id=message.run_id).update(hidden=True)
+                elif message.in_history:
                     Message.objects.filter(id=other.id).update(in_history=True)
-            if message.run_id and not Message.objects.filter(run_id=message.run_id).exclude(id=message.id):
-                Run.objects.filter(id=message.run_id).update(hidden=True)
             message.delete()
         else:
             for name, value in turn.items():
@@ -142,8 +153,7 @@ def delete_run(request: HttpRequest, run_id: int) -> JsonResponse:
 @api
 def move_message(request: HttpRequest, message_id: int) -> JsonResponse:
     """Swap a turn (with its sibling choices) with the one above or below it."""
-    message = get_object_or_404(Message, id=message_id)
-    conv = conversation_for(request.user, message.conversation_id, write=True)
+    message, conv = _message_for(request, message_id)
     data = read_json_or_400(request)
     if isinstance(data, JsonResponse):
         return data
@@ -151,8 +161,8 @@ def move_message(request: HttpRequest, message_id: int) -> JsonResponse:
     if direction not in ("up", "down"):
         return json_error(400, "direction: must be up or down", fields={"direction": "must be up or down"})
     with transaction.atomic():
-        conv = Conversation.objects.select_for_update().get(id=conv.id)
-        if busy := _busy(conv):
+        conv, busy = _lock(conv)
+        if busy:
             return busy
         here = message.position
         neighbours = conv.messages.exclude(position=here).exclude(position=0, role=Message.Role.SYSTEM)
@@ -177,8 +187,7 @@ def move_message(request: HttpRequest, message_id: int) -> JsonResponse:
 @api
 def choose_message(request: HttpRequest, message_id: int) -> JsonResponse:
     """Of a run's n choices, this one continues the conversation."""
-    message = get_object_or_404(Message, id=message_id)
-    conv = conversation_for(request.user, message.conversation_id, write=True)
+    message, conv = _message_for(request, message_id)
     if message.run_id is None:
         return json_error(400, "Only an answer with several choices has a choice to make.")
     with transaction.atomic():

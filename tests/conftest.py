@@ -1,5 +1,6 @@
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 
 from playground.models import DEMO_PROVIDER_NAME, Membership, Provider, Workspace, new_demo_key
 from tests.fakes import FakeRelay
@@ -28,6 +29,14 @@ def alice(workspace):
 def bob(workspace):
     """A member of the Acme workspace."""
     return User.objects.create_user("bob", password="bob-password")
+
+
+@pytest.fixture
+def as_alice(alice):
+    """A test client logged in as alice."""
+    client = Client()
+    client.force_login(alice)
+    return client
 
 
 @pytest.fixture

@@ -11,13 +11,6 @@ from playground.models import Conversation, Message, Run
 
 
 @pytest.fixture
-def as_alice(alice):
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
 def conversation(alice, workspace):
     conv = Conversation.objects.create(workspace=workspace, creator=alice, title="Tides")
     for position, (role, text) in enumerate([("user", "one"), ("assistant", "two"), ("user", "three")], 1):

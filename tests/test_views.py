@@ -9,13 +9,6 @@ from playground.models import Conversation, Membership, Message, Provider
 
 
 @pytest.fixture
-def as_alice(alice):
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
 def conversation(alice, workspace):
     return Conversation.objects.create(workspace=workspace, creator=alice, title="Tides")
 

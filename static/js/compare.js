@@ -2,8 +2,7 @@
 // parameters, or Column 1's setup N times ("Run × N"); a word diff of two answers.
 // Every column runs in a conversation of its own and watches it on its own websocket.
 // Model output is untrusted: markdown goes through marked, then DOMPurify; the diff is text.
-import { marked } from "./vendor/marked-18.2.1.esm.js";
-import DOMPurify from "./vendor/purify-3.4.18.esm.js";
+import { MarkdownView, api, assembleToolCalls, scheduleRender } from "./common.js";
 import { diffWords } from "./vendor/diff-9.0.0.esm.js";
 
 const config = JSON.parse(document.getElementById("compare-config").textContent);
@@ -20,98 +19,6 @@ const RESERVED = ["model", "messages"];
 const QUIET_MS = 10000; // an active run with no event this long: read its stored state
 const SYNC_WAIT_MS = 5000; // how long a column waits for its websocket before submitting anyway
 
-marked.use({ gfm: true, breaks: false });
-DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-  if (node.tagName === "A") { node.setAttribute("target", "_blank"); node.setAttribute("rel", "noopener noreferrer"); }
-});
-const renderMarkdown = (text) => DOMPurify.sanitize(marked.parse(text), { USE_PROFILES: { html: true } });
-
-// ------------------------------------------------------------------ HTTP
-
-function csrfToken() {
-  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  return match ? decodeURIComponent(match[1]) : "";
-}
-
-async function api(method, url, body) {
-  const response = await fetch(url, {
-    method,
-    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "same-origin",
-  });
-  let data = {};
-  try { data = await response.json(); } catch { /* empty or not JSON */ }
-  if (!response.ok) {
-    const error = new Error(data.error || `The server answered ${response.status}.`);
-    error.fields = data.fields || {};
-    error.status = response.status;
-    error.busy = Boolean(data.busy);
-    throw error;
-  }
-  return data;
-}
-
-// ------------------------------------------------------------------ incremental markdown
-
-// A growing text: finished blocks (up to a blank line outside a code fence) are parsed
-// once; only the tail is parsed again, at most once a frame. (As on the main page.)
-class MarkdownView {
-  constructor(container) {
-    this.done = document.createElement("div");
-    this.tail = document.createElement("div");
-    container.replaceChildren(this.done, this.tail);
-    this.reset("");
-  }
-  reset(text) {
-    this.text = text; this.stable = 0; this.scanned = 0; this.inFence = false;
-    this.done.replaceChildren(); this.tail.replaceChildren();
-  }
-  append(text) { this.text += text; }
-  advance() {
-    let boundary = this.stable;
-    let lineStart = this.scanned;
-    for (let nl = this.text.indexOf("\n", lineStart); nl !== -1; nl = this.text.indexOf("\n", lineStart)) {
-      const line = this.text.slice(lineStart, nl).trim();
-      if (line.startsWith("```") || line.startsWith("~~~")) this.inFence = !this.inFence;
-      else if (line === "" && !this.inFence) boundary = nl + 1;
-      lineStart = nl + 1;
-    }
-    this.scanned = lineStart;
-    if (boundary > this.stable) {
-      const block = document.createElement("div");
-      block.innerHTML = renderMarkdown(this.text.slice(this.stable, boundary));
-      this.done.append(block);
-      this.stable = boundary;
-    }
-  }
-  render(final = false) {
-    if (final) {
-      this.done.innerHTML = renderMarkdown(this.text);
-      this.tail.replaceChildren();
-      this.stable = this.scanned = this.text.length;
-      return;
-    }
-    this.advance();
-    const tail = this.text.slice(this.stable);
-    if (this.inFence && tail.length > 20000) this.tail.textContent = tail; // cheap for huge code
-    else this.tail.innerHTML = renderMarkdown(tail);
-  }
-}
-
-const dirtyViews = new Set();
-let frameRequested = false;
-function scheduleRender(view) {
-  dirtyViews.add(view);
-  if (frameRequested) return;
-  frameRequested = true;
-  requestAnimationFrame(() => {
-    frameRequested = false;
-    for (const v of dirtyViews) v.render();
-    dirtyViews.clear();
-  });
-}
-
 // ------------------------------------------------------------------ formatting
 
 function formatMs(ms) {
@@ -123,17 +30,6 @@ function usageText(usage) {
   if (!usage || usage.total_tokens == null) return "—";
   const text = `${usage.prompt_tokens ?? "?"} prompt + ${usage.completion_tokens ?? "?"} completion = ${usage.total_tokens} tokens`;
   return usage.estimated ? `${text} (estimated)` : text;
-}
-
-function assembleToolCalls(fragments) {
-  const calls = new Map();
-  for (const f of fragments) {
-    const call = calls.get(f.index ?? 0) || { function: { name: "", arguments: "" } };
-    if (f.function?.name) call.function.name += f.function.name;
-    if (f.function?.arguments) call.function.arguments += f.function.arguments;
-    calls.set(f.index ?? 0, call);
-  }
-  return [...calls.values()];
 }
 
 // ------------------------------------------------------------------ validation

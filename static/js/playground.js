@@ -1,7 +1,6 @@
 // The playground page: conversations, transcript, composer, parameters, live runs.
-// Model output is untrusted: markdown goes through marked, then DOMPurify.
-import { marked } from "./vendor/marked-18.2.1.esm.js";
-import DOMPurify from "./vendor/purify-3.4.18.esm.js";
+// Model output is untrusted: it is rendered only through common.js's renderMarkdown.
+import { MarkdownView, api, assembleToolCalls, renderMarkdown, scheduleRender } from "./common.js";
 
 const config = JSON.parse(document.getElementById("playground-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -16,100 +15,6 @@ const ACTIVE = new Set(["queued", "streaming"]);
 const state = {
   conversation: config.conversation, messages: new Map(), runs: new Map(), socket: null, retry: 0, lastEventAt: Date.now(),
 };
-
-marked.use({ gfm: true, breaks: false });
-DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-  if (node.tagName === "A") { node.setAttribute("target", "_blank"); node.setAttribute("rel", "noopener noreferrer"); }
-});
-const renderMarkdown = (text) => DOMPurify.sanitize(marked.parse(text), { USE_PROFILES: { html: true } });
-
-// ------------------------------------------------------------------ HTTP
-
-function csrfToken() {
-  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  return match ? decodeURIComponent(match[1]) : "";
-}
-
-async function api(method, url, body) {
-  const response = await fetch(url, {
-    method,
-    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "same-origin",
-  });
-  let data = {};
-  try { data = await response.json(); } catch { /* empty or not JSON */ }
-  if (!response.ok) {
-    const error = new Error(data.error || `The server answered ${response.status}.`);
-    error.fields = data.fields || {};
-    error.status = response.status;
-    throw error;
-  }
-  return data;
-}
-
-// ------------------------------------------------------------------ incremental markdown
-
-// Renders a growing text: finished blocks (up to a blank line outside a code fence)
-// are parsed once and appended; only the tail is re-parsed, at most once a frame.
-class MarkdownView {
-  constructor(container) {
-    this.done = document.createElement("div");
-    this.tail = document.createElement("div");
-    container.append(this.done, this.tail);
-    this.reset("");
-  }
-  reset(text) {
-    this.text = text; this.stable = 0; this.scanned = 0; this.inFence = false;
-    this.done.replaceChildren(); this.tail.replaceChildren();
-    this.dirty = true;
-  }
-  append(text) { this.text += text; this.dirty = true; }
-  advance() {
-    let boundary = this.stable;
-    let lineStart = this.scanned;
-    for (let nl = this.text.indexOf("\n", lineStart); nl !== -1; nl = this.text.indexOf("\n", lineStart)) {
-      const line = this.text.slice(lineStart, nl).trim();
-      if (line.startsWith("```") || line.startsWith("~~~")) this.inFence = !this.inFence;
-      else if (line === "" && !this.inFence) boundary = nl + 1;
-      lineStart = nl + 1;
-    }
-    this.scanned = lineStart;
-    if (boundary > this.stable) {
-      const block = document.createElement("div");
-      block.innerHTML = renderMarkdown(this.text.slice(this.stable, boundary));
-      this.done.append(block);
-      this.stable = boundary;
-    }
-  }
-  render(final = false) {
-    if (final) {
-      this.done.innerHTML = renderMarkdown(this.text);
-      this.tail.replaceChildren();
-      this.stable = this.scanned = this.text.length;
-    } else {
-      this.advance();
-      const tail = this.text.slice(this.stable);
-      if (this.inFence && tail.length > 20000) this.tail.textContent = tail; // cheap for huge code
-      else this.tail.innerHTML = renderMarkdown(tail);
-    }
-    this.dirty = false;
-  }
-}
-
-const dirtyViews = new Set();
-let frameRequested = false;
-function scheduleRender(view) {
-  dirtyViews.add(view);
-  if (!frameRequested) {
-    frameRequested = true;
-    requestAnimationFrame(() => {
-      frameRequested = false;
-      for (const v of dirtyViews) v.render();
-      dirtyViews.clear();
-    });
-  }
-}
 
 // ------------------------------------------------------------------ transcript
 
@@ -449,17 +354,6 @@ class RunView {
     this.errorEl.textContent = run.error ? run.error.message : "";
     this.errorEl.hidden = !run.error;
   }
-}
-
-function assembleToolCalls(fragments) {
-  const calls = new Map();
-  for (const f of fragments) {
-    const call = calls.get(f.index ?? 0) || { function: { name: "", arguments: "" } };
-    if (f.function?.name) call.function.name += f.function.name;
-    if (f.function?.arguments) call.function.arguments += f.function.arguments;
-    calls.set(f.index ?? 0, call);
-  }
-  return [...calls.values()];
 }
 
 const tooltip = document.createElement("div");

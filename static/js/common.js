@@ -1,0 +1,112 @@
+// What the playground and Compare pages share: sanitized Markdown, the JSON API, incremental
+// rendering of a growing answer, and assembling streamed tool-call fragments.
+// Model output is untrusted: markdown goes through marked, then DOMPurify.
+import { marked } from "./vendor/marked-18.2.1.esm.js";
+import DOMPurify from "./vendor/purify-3.4.18.esm.js";
+
+marked.use({ gfm: true, breaks: false });
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A") { node.setAttribute("target", "_blank"); node.setAttribute("rel", "noopener noreferrer"); }
+});
+export const renderMarkdown = (text) => DOMPurify.sanitize(marked.parse(text), { USE_PROFILES: { html: true } });
+
+// ------------------------------------------------------------------ HTTP
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+// JSON in and out; a refusal throws an Error with the server's words, its per-field
+// errors, its status, and whether the relay was busy.
+export async function api(method, url, body) {
+  const response = await fetch(url, {
+    method,
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  let data = {};
+  try { data = await response.json(); } catch { /* empty or not JSON */ }
+  if (!response.ok) {
+    const error = new Error(data.error || `The server answered ${response.status}.`);
+    error.fields = data.fields || {};
+    error.status = response.status;
+    error.busy = Boolean(data.busy);
+    throw error;
+  }
+  return data;
+}
+
+// ------------------------------------------------------------------ incremental markdown
+
+// Renders a growing text: finished blocks (up to a blank line outside a code fence)
+// are parsed once and appended; only the tail is re-parsed, at most once a frame.
+export class MarkdownView {
+  constructor(container) {
+    this.done = document.createElement("div");
+    this.tail = document.createElement("div");
+    container.replaceChildren(this.done, this.tail);
+    this.reset("");
+  }
+  reset(text) {
+    this.text = text; this.stable = 0; this.scanned = 0; this.inFence = false;
+    this.done.replaceChildren(); this.tail.replaceChildren();
+  }
+  append(text) { this.text += text; }
+  advance() {
+    let boundary = this.stable;
+    let lineStart = this.scanned;
+    for (let nl = this.text.indexOf("\n", lineStart); nl !== -1; nl = this.text.indexOf("\n", lineStart)) {
+      const line = this.text.slice(lineStart, nl).trim();
+      if (line.startsWith("```") || line.startsWith("~~~")) this.inFence = !this.inFence;
+      else if (line === "" && !this.inFence) boundary = nl + 1;
+      lineStart = nl + 1;
+    }
+    this.scanned = lineStart;
+    if (boundary > this.stable) {
+      const block = document.createElement("div");
+      block.innerHTML = renderMarkdown(this.text.slice(this.stable, boundary));
+      this.done.append(block);
+      this.stable = boundary;
+    }
+  }
+  render(final = false) {
+    if (final) {
+      this.done.innerHTML = renderMarkdown(this.text);
+      this.tail.replaceChildren();
+      this.stable = this.scanned = this.text.length;
+      return;
+    }
+    this.advance();
+    const tail = this.text.slice(this.stable);
+    if (this.inFence && tail.length > 20000) this.tail.textContent = tail; // cheap for huge code
+    else this.tail.innerHTML = renderMarkdown(tail);
+  }
+}
+
+const dirtyViews = new Set();
+let frameRequested = false;
+export function scheduleRender(view) {
+  dirtyViews.add(view);
+  if (frameRequested) return;
+  frameRequested = true;
+  requestAnimationFrame(() => {
+    frameRequested = false;
+    for (const v of dirtyViews) v.render();
+    dirtyViews.clear();
+  });
+}
+
+// ------------------------------------------------------------------ tool calls
+
+export function assembleToolCalls(fragments) {
+  const calls = new Map();
+  for (const f of fragments) {
+    const call = calls.get(f.index ?? 0) || { function: { name: "", arguments: "" } };
+    if (f.function?.name) call.function.name += f.function.name;
+    if (f.function?.arguments) call.function.arguments += f.function.arguments;
+    calls.set(f.index ?? 0, call);
+  }
+  return [...calls.values()];
+}
