@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.db.models import Count, Sum
 
-from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
+from playground.models import Conversation, Membership, Message, Preset, Provider, Run, Workspace
 
 
 class MembershipInline(admin.TabularInline):
@@ -117,3 +117,10 @@ class RunAdmin(admin.ModelAdmin):
         )
         response.context_data["usage_summary"] = list(rows[:100])
         return response
+
+
+@admin.register(Preset)
+class PresetAdmin(admin.ModelAdmin):
+    list_display = ("name", "workspace", "owner", "shared", "model", "updated_at")
+    list_filter = ("workspace", "shared")
+    search_fields = ("name", "model")

@@ -315,3 +315,29 @@ class Run(models.Model):
 
 def new_demo_key() -> str:
     return "demo-" + secrets.token_urlsafe(16)
+
+
+class Preset(models.Model):
+    """A named model + parameters + system prompt, personal or shared with the workspace."""
+
+    workspace = models.ForeignKey(Workspace, models.CASCADE, related_name="presets")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="presets")
+    name = models.CharField(max_length=100)
+    shared = models.BooleanField(default=False, help_text="Visible to everyone in the workspace.")
+    provider = models.ForeignKey(Provider, models.SET_NULL, null=True, blank=True, related_name="+")
+    model = models.CharField(max_length=200, blank=True)
+    system = models.TextField(blank=True)
+    # Wire parameters, validated like a run's; unset ones are absent.
+    params = models.JSONField(default=dict, blank=True)
+    extra_body = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "owner", "name"], name="unique_preset_per_owner")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
-from playground import compare, demo, turns, views
+from playground import compare, demo, history, presets, turns, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -21,6 +21,8 @@ urlpatterns = [
     path("api/runs/<int:run_id>/hide/", turns.delete_run, name="api-hide-run"),
     path("api/runs/<int:run_id>/stop/", views.stop_run, name="api-stop"),
     path("api/providers/<int:provider_id>/models/", views.provider_models, name="api-models"),
+    path("", include(presets)),
+    path("", include(history)),
     path("demo/v1/chat/completions", demo.chat_completions, name="demo-chat"),
     path("demo/v1/models", demo.models, name="demo-models"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

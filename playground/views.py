@@ -7,7 +7,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -127,8 +127,48 @@ def conversations(request: HttpRequest) -> JsonResponse:
         title = str(data.get("title") or "New conversation")[:200]
         conversation = Conversation.objects.create(workspace=workspace, creator=request.user, title=title)
         return JsonResponse(conversation.to_dict(), status=201)
+    query = request.GET.get("q", "").strip()
+    if query:
+        return JsonResponse({"conversations": search_conversations(workspace, query)})
     items = workspace.conversations.select_related("creator")[:500]
     return JsonResponse({"conversations": [c.to_dict() for c in items]})
+
+
+def plain_text(content) -> str:
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return " ".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text")
+
+
+def excerpt(text: str, query: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    at = text.lower().find(query.lower())
+    if at < 0:
+        return text[: 2 * width]
+    start, end = max(0, at - width), at + len(query) + width
+    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+
+
+def search_conversations(workspace: Workspace, query: str, limit: int = 100) -> list[dict]:
+    """Conversations whose title or any message's text holds `query` (case-insensitive).
+
+    Message content is JSON: the database sees a string as its JSON text, where SQLite
+    escapes non-ASCII characters, quotes and newlines. Both spellings of the query are
+    looked for, and each hit is confirmed on the decoded text.
+    """
+    escaped = json.dumps(query)[1:-1]
+    spellings = Q(content__icontains=query) | Q(content__icontains=escaped)
+    hits: dict[int, str] = {}
+    candidates = Message.objects.filter(spellings, conversation__workspace=workspace).order_by(
+        "conversation_id", "position", "choice_index"
+    )
+    for conv_id, content in candidates.values_list("conversation_id", "content").iterator():
+        text = plain_text(content)
+        if conv_id not in hits and query.lower() in text.lower():
+            hits[conv_id] = excerpt(text, query)
+    found = workspace.conversations.filter(Q(title__icontains=query) | Q(id__in=list(hits)))
+    return [{**c.to_dict(), "match": hits.get(c.id, "")} for c in found.select_related("creator")[:limit]]
 
 
 @require_POST
@@ -308,12 +348,7 @@ def sync_system_prompt(conv: Conversation, system: str) -> list[Message]:
 
 
 def title_from(content) -> str:
-    text = (
-        content
-        if isinstance(content, str)
-        else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
-    )
-    text = " ".join(text.split())
+    text = " ".join(plain_text(content).split())
     return (text[:60] + "…") if len(text) > 60 else (text or "New conversation")
 
 

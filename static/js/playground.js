@@ -473,6 +473,7 @@ async function loadConversation(id) {
   if (!id) {
     els.title.value = "";
     renderTranscript();
+    document.dispatchEvent(new CustomEvent("playground:conversation", { detail: { id: null } }));
     return;
   }
   const data = await api("GET", `/api/conversations/${id}/`);
@@ -484,6 +485,7 @@ async function loadConversation(id) {
   els.transcript.scrollTop = els.transcript.scrollHeight;
   connect();
   highlightConversation();
+  document.dispatchEvent(new CustomEvent("playground:conversation", { detail: { id } }));
 }
 
 // ------------------------------------------------------------------ websocket
@@ -787,30 +789,42 @@ function updateButtons() {
 
 // ------------------------------------------------------------------ conversations
 
+let listRequest = 0;
 async function refreshConversationList() {
-  const data = await api("GET", "/api/conversations/");
-  const filter = els.filter.value.trim().toLowerCase();
+  const query = els.filter.value.trim();
+  const ticket = ++listRequest;
+  const data = await api("GET", `/api/conversations/${query ? `?q=${encodeURIComponent(query)}` : ""}`);
+  if (ticket !== listRequest) return; // a later search answered first
   // The server titles a conversation from its first message: show that in the head too.
   const current = data.conversations.find((c) => c.id === state.conversation);
   if (current && document.activeElement !== els.title) els.title.value = current.title;
-  els.list.replaceChildren(
-    ...data.conversations
-      .filter((c) => !filter || c.title.toLowerCase().includes(filter))
-      .map((c) => {
-        const li = document.createElement("li");
-        const a = document.createElement("a");
-        a.href = `/c/${c.id}/`;
-        a.textContent = c.title;
-        a.dataset.id = c.id;
-        a.addEventListener("click", (e) => {
-          e.preventDefault();
-          history.pushState({}, "", a.href);
-          loadConversation(c.id);
-        });
-        li.append(a);
-        return li;
-      }),
-  );
+  const items = data.conversations.map((c) => {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = `/c/${c.id}/`;
+    a.textContent = c.title;
+    a.dataset.id = c.id;
+    a.addEventListener("click", (e) => {
+      e.preventDefault();
+      history.pushState({}, "", a.href);
+      loadConversation(c.id);
+    });
+    li.append(a);
+    if (c.match) {
+      const match = document.createElement("small");
+      match.className = "match";
+      match.textContent = c.match;
+      a.append(match);
+    }
+    return li;
+  });
+  if (query && !items.length) {
+    const li = document.createElement("li");
+    li.className = "note";
+    li.textContent = `No conversation mentions “${query}”.`;
+    items.push(li);
+  }
+  els.list.replaceChildren(...items);
   highlightConversation();
 }
 
@@ -939,6 +953,37 @@ async function addTurn(event) {
   }
 }
 
+// ------------------------------------------------------------------ for presets.js and history.js
+
+/** The panel as a run would send it: provider, model, system prompt, wire parameters. */
+export function readPanel() {
+  const { params, extra, errors } = readParams();
+  return { provider: Number(els.provider.value) || null, model: els.model.value.trim(), system: els.system.value, params, extra_body: extra, errors };
+}
+
+/** Fills the panel; parameters not given are cleared (unset, so not sent). */
+export function applyPanel({ provider = null, model = "", system = "", params = {}, extra_body = {} }) {
+  if (provider && [...els.provider.options].some((o) => o.value === String(provider)) && els.provider.value !== String(provider)) {
+    els.provider.value = String(provider);
+    loadModels();
+  }
+  els.model.value = model || "";
+  els.system.value = system || "";
+  setParams(params, extra_body || {});
+  showFieldErrors({});
+  saveSettings();
+}
+
+/** Shows a conversation (after creating or importing it) and updates the list and address. */
+export async function openConversation(id) {
+  history.pushState({}, "", id ? `/c/${id}/` : "/");
+  await loadConversation(id);
+  await refreshConversationList();
+}
+
+export function currentConversation() { return state.conversation; }
+export { showError };
+
 // ------------------------------------------------------------------ start
 
 function init() {
@@ -984,7 +1029,8 @@ function init() {
   els.newConversation.addEventListener("click", () => { history.pushState({}, "", "/"); loadConversation(null); highlightConversation(); els.message.focus(); });
   els.deleteConversation.addEventListener("click", deleteConversation);
   els.title.addEventListener("change", renameConversation);
-  els.filter.addEventListener("input", refreshConversationList);
+  let searchTimer = null;
+  els.filter.addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(refreshConversationList, 200); });
   window.addEventListener("popstate", () => {
     const match = location.pathname.match(/^\/c\/(\d+)\//);
     loadConversation(match ? Number(match[1]) : null);

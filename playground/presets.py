@@ -1,0 +1,3 @@
+"""(skeleton: filled in by the presets work)"""
+
+urlpatterns: list = []
