@@ -209,6 +209,8 @@ def clean_submission(payload: Any) -> dict:
         errors.update(exc.errors)
     if message == "" and not payload.get("continue"):
         errors["message"] = "write a message"
+    if not isinstance(payload.get("send_reasoning", False), bool):
+        errors["send_reasoning"] = "must be true or false"
     for clean, key in ((clean_params, "params"), (clean_extra, "extra_body")):
         try:
             payload[key] = clean(payload.get(key, {} if key == "params" else None))
@@ -223,6 +225,7 @@ def clean_submission(payload: Any) -> dict:
         "message": message,
         "params": payload["params"],
         "extra_body": payload["extra_body"],
+        "send_reasoning": payload.get("send_reasoning", False),
     }
 
 

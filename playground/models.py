@@ -83,6 +83,9 @@ class Provider(models.Model):
     key_hint = models.CharField(max_length=20, blank=True, editable=False)
     extra_headers = models.JSONField(default=dict, blank=True, validators=[validate_extra_headers])
     enabled = models.BooleanField(default=True)
+    # What it does with each parameter, its reasoning field, whether it streams usage:
+    # filled by the Probe action (playground.capabilities), editable by admins.
+    capabilities = models.JSONField(default=dict, blank=True)
     is_demo = models.BooleanField(default=False, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
@@ -111,6 +114,7 @@ class Provider(models.Model):
             "enabled": self.enabled,
             "is_demo": self.is_demo,
             "models": list(DEMO_MODELS) if self.is_demo else [],
+            "capabilities": self.capabilities,
         }
 
 
@@ -133,9 +137,13 @@ class Conversation(models.Model):
     def group_name(self) -> str:
         return f"conversation-{self.id}"
 
-    def history(self) -> list[dict]:
-        """The message list to send upstream, in the OpenAI wire shape."""
-        return [m.to_wire() for m in self.messages.all() if m.in_history]
+    def history(self, reasoning_field: str | None = None) -> list[dict]:
+        """The message list to send upstream, in the OpenAI wire shape.
+
+        With `reasoning_field`, earlier answers carry their reasoning back: in that
+        field ("reasoning_content", "reasoning"), or inline as <think>…</think> ("think").
+        """
+        return [m.to_wire(reasoning_field) for m in self.messages.all() if m.in_history]
 
     def to_dict(self) -> dict:
         return {
@@ -175,8 +183,13 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.role} #{self.position}"
 
-    def to_wire(self) -> dict:
+    def to_wire(self, reasoning_field: str | None = None) -> dict:
         wire: dict[str, Any] = {"role": self.role, "content": self.content}
+        if reasoning_field and self.reasoning and self.role == self.Role.ASSISTANT:
+            if reasoning_field == "think" and isinstance(self.content, str):
+                wire["content"] = f"<think>{self.reasoning}</think>{self.content}"
+            elif reasoning_field != "think":
+                wire[reasoning_field] = self.reasoning
         if self.name:
             wire["name"] = self.name
         if self.tool_calls:
@@ -220,6 +233,8 @@ class Run(models.Model):
     request_body = models.JSONField(default=dict)
     request_headers = models.JSONField(default=dict)
     response_headers = models.JSONField(default=dict, blank=True)
+    # Set but not sent, and sent but known to be ignored or rejected (capability profile).
+    param_notes = models.JSONField(default=dict, blank=True)
     # What came back on the wire: [milliseconds since the request, event data(, event type)].
     raw_frames = models.JSONField(default=list, blank=True)
     frames_dropped = models.PositiveIntegerField(default=0)
@@ -227,6 +242,9 @@ class Run(models.Model):
     submitted_at = models.DateTimeField(default=timezone.now)
     first_byte_at = models.DateTimeField(null=True, blank=True)
     first_token_at = models.DateTimeField(null=True, blank=True)
+    # Reasoning has its own timing: its first token, and the first token of the answer proper.
+    first_reasoning_at = models.DateTimeField(null=True, blank=True)
+    first_content_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # One entry per choice: {"index", "content", "reasoning", "tool_calls", "finish_reason"}.
     output = models.JSONField(default=list, blank=True)
@@ -276,9 +294,15 @@ class Run(models.Model):
         if self.completion_tokens and self.first_token_at and self.finished_at:
             seconds = (self.finished_at - self.first_token_at).total_seconds()
             tps = round(self.completion_tokens / seconds, 1) if seconds > 0 else None
+        reasoning_ms = None
+        if self.first_reasoning_at:
+            until = self.first_content_at or self.finished_at
+            reasoning_ms = round((until - self.first_reasoning_at).total_seconds() * 1000) if until else None
         return {
             "ttfb_ms": self.millis_since_submit(self.first_byte_at),
             "ttft_ms": ttft,
+            "reasoning_ms": reasoning_ms,
+            "first_content_ms": self.millis_since_submit(self.first_content_at),
             "total_ms": total,
             "tokens_per_second": tps,
         }

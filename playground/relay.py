@@ -145,6 +145,8 @@ class RunHandle:
         self.t0_wall = run.submitted_at
         self.t0_mono = time.monotonic()
         self.first_token_at: float | None = None
+        self.first_reasoning_at: float | None = None
+        self.first_content_at: float | None = None
         self.output_chars = 0
         self.checkpointed_seq = 0
 
@@ -260,10 +262,8 @@ class RunHandle:
                 self._add(deltas)
 
     def _add(self, deltas: list[dict]) -> None:
-        if self.first_token_at is None and any(
-            "content" in d or "reasoning" in d or "tool_calls" in d for d in deltas
-        ):
-            self.first_token_at = time.monotonic()
+        if self.first_content_at is None:
+            self._note_first_tokens(deltas)
         schedule = False
         with self.lock:
             for delta in deltas:
@@ -286,6 +286,23 @@ class RunHandle:
                 f"The answer passed the {settings.RELAY_MAX_OUTPUT_CHARS:,} character limit "
                 "(PLAYGROUND_MAX_OUTPUT_CHARS) and was cut there."
             )
+
+    def _note_first_tokens(self, deltas: list[dict]) -> None:
+        """First token of any kind, of reasoning, and of the answer proper (text or a tool call)."""
+        now = time.monotonic()
+        if self.first_reasoning_at is None and any("reasoning" in d for d in deltas):
+            self.first_reasoning_at = now
+        if any("content" in d or "tool_calls" in d for d in deltas):
+            self.first_content_at = now
+        if self.first_token_at is None and (self.first_reasoning_at or self.first_content_at):
+            self.first_token_at = now
+
+    def _firsts(self) -> dict:
+        return {
+            "first_token_at": self._wall(self.first_token_at),
+            "first_reasoning_at": self._wall(self.first_reasoning_at),
+            "first_content_at": self._wall(self.first_content_at),
+        }
 
     def _wall(self, moment: float | None):
         return self.t0_wall + timedelta(seconds=moment - self.t0_mono) if moment else None
@@ -311,7 +328,7 @@ class RunHandle:
             process.wake(self)
         stream = getattr(self, "stream", None)
         state["first_byte_at"] = self._wall(stream.first_byte_at if stream else None)
-        state["first_token_at"] = self._wall(self.first_token_at)
+        state.update(self._firsts())
         return state
 
     def _finish(self, outcome: str, error: UpstreamError | None) -> None:
@@ -328,7 +345,8 @@ class RunHandle:
         run.last_seq = done_seq
         run.finished_at = timezone.now()
         run.first_byte_at = self._wall(stream.first_byte_at if stream else None)
-        run.first_token_at = self._wall(self.first_token_at)
+        for name, moment in self._firsts().items():
+            setattr(run, name, moment)
         run.response_status = stream.status if stream else None
         if stream:
             run.response_headers = stream.response_headers

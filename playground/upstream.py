@@ -745,6 +745,8 @@ class Accumulator:
         self.choices: dict[int, Choice] = {}
         self.usage: Usage | None = None
         self.model: str | None = None
+        # Where this relay puts reasoning: a delta field, or "think" for inline <think> blocks.
+        self.reasoning_field: str | None = None
 
     def apply(self, chunk: dict) -> list[dict]:
         if chunk.get("usage"):
@@ -769,10 +771,13 @@ class Accumulator:
         if isinstance(text, str) and text:
             text, inline_thought = choice.think.feed(text) if choice.think.active else (text, "")
             self._add_text(choice, out, text, inline_thought)
+            if inline_thought and self.reasoning_field is None:
+                self.reasoning_field = "think"
         # Relays moving from reasoning_content to reasoning send both, with the same text.
-        thought = next((delta[n] for n in REASONING_FIELDS if delta.get(n)), None)
-        if isinstance(thought, str):
-            self._add_text(choice, out, "", thought)
+        name = next((n for n in REASONING_FIELDS if delta.get(n)), None)
+        if name and isinstance(delta[name], str):
+            self._add_text(choice, out, "", delta[name])
+            self.reasoning_field = self.reasoning_field or name
         if raw.get("finish_reason") and choice.think.held:
             self._add_text(choice, out, *choice.think.flush())
         if delta.get("tool_calls"):

@@ -20,6 +20,8 @@ urlpatterns = [
     path("api/runs/<int:run_id>/", views.run_detail, name="api-run"),
     path("api/runs/<int:run_id>/hide/", turns.delete_run, name="api-hide-run"),
     path("api/runs/<int:run_id>/stop/", views.stop_run, name="api-stop"),
+    path("api/providers/<int:provider_id>/probe/", views.probe_provider, name="api-probe"),
+    path("api/providers/<int:provider_id>/profile/", views.provider_profile, name="api-profile"),
     path("api/providers/<int:provider_id>/models/", views.provider_models, name="api-models"),
     path("", include(presets)),
     path("", include(history)),

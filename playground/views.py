@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from playground import relay
+from playground.capabilities import ProbeBusy, ProbeFailed, apply_profile, probe
 from playground.forms import PARAMETERS, Invalid, build_body, clean_submission, split_body
 from playground.keys import KeyDecryptError
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
@@ -93,11 +94,13 @@ def index(request: HttpRequest, conversation_id: int | None = None) -> HttpRespo
         if conversation.workspace_id != workspace.id:
             workspace = conversation.workspace
             request.session["workspace"] = workspace.id
+    membership = membership_for(request.user, workspace.id)
     config = {
         "workspace": workspace.id,
         "conversation": conversation_id,
         "user": request.user.get_username(),
-        "canRun": membership_for(request.user, workspace.id).can_run,
+        "canRun": membership.can_run,
+        "canAdmin": membership.role in (Membership.Role.OWNER, Membership.Role.ADMIN),
         "providers": [
             p.to_dict() for p in workspace.providers.filter(enabled=True).order_by("-is_demo", "name")
         ],
@@ -308,7 +311,12 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
             )
         )
         position += 1
-    body = build_body(data["model"], conv.history(), data["params"], data["extra_body"])
+    profile = provider.capabilities or {}
+    reasoning_field = None
+    if data["send_reasoning"]:
+        reasoning_field = profile.get("reasoning_field") or "reasoning_content"
+    params, notes = apply_profile(profile, data["params"], data["extra_body"])
+    body = build_body(data["model"], conv.history(reasoning_field), params, data["extra_body"])
     headers = masked_headers(build_headers(target.api_key, target.headers, stream=bool(body.get("stream"))))
     run = Run.objects.create(
         base_url=target.base_url,
@@ -319,6 +327,7 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
         model=data["model"],
         request_body=body,
         request_headers=headers,
+        param_notes=notes,
         position=position,
         heartbeat_at=timezone.now(),
         owner=relay.process.channel,
@@ -403,6 +412,7 @@ def run_detail(request: HttpRequest, run_id: int) -> JsonResponse:
             "response_status": run.response_status,
             "response_headers": run.response_headers,
             "raw_frames": run.raw_frames,
+            "param_notes": run.param_notes,
             "frames_dropped": run.frames_dropped,
             "code": code_for(run.base_url, run.request_body, run.request_headers),
         }
@@ -410,6 +420,57 @@ def run_detail(request: HttpRequest, run_id: int) -> JsonResponse:
 
 
 # ---------------------------------------------------------------------------- providers
+
+
+@require_POST
+@api
+def probe_provider(request: HttpRequest, provider_id: int) -> JsonResponse:
+    """Probe a provider with small requests, one per feature, and store what it honoured."""
+    provider = get_object_or_404(Provider, id=provider_id, enabled=True)
+    if not membership_for(request.user, provider.workspace_id).can_run:
+        raise Forbidden("Viewers cannot probe providers: probing spends tokens.")
+    data = read_json_or_400(request)
+    if isinstance(data, JsonResponse):
+        return data
+    model = data.get("model")
+    if not isinstance(model, str) or not model.strip():
+        return json_error(400, "model: choose or type the model to probe with", fields={"model": "required"})
+    try:
+        api_key = provider.get_api_key()
+    except KeyDecryptError as exc:
+        return json_error(400, str(exc))
+    if provider.is_demo:
+        target = relay.Target(demo_base_url(request), api_key, {"Host": request.get_host()})
+    else:
+        target = relay.Target(provider.base_url, api_key, provider.extra_headers)
+    try:
+        profile = probe(target, model.strip(), previous=provider.capabilities)
+    except ProbeBusy as exc:
+        return json_error(503, str(exc), busy=True)
+    except ProbeFailed as exc:
+        return json_error(502, str(exc))
+    provider.capabilities = profile
+    provider.save(update_fields=["capabilities"])
+    return JsonResponse({"provider": provider.id, "capabilities": profile})
+
+
+@require_http_methods(["PATCH"])
+@api
+def provider_profile(request: HttpRequest, provider_id: int) -> JsonResponse:
+    """Workspace owners and admins choose whether rejected parameters are left out."""
+    provider = get_object_or_404(Provider, id=provider_id)
+    role = membership_for(request.user, provider.workspace_id).role
+    if role not in (Membership.Role.OWNER, Membership.Role.ADMIN):
+        raise Forbidden("Only workspace owners and admins change a provider's profile.")
+    data = read_json_or_400(request)
+    if isinstance(data, JsonResponse):
+        return data
+    if not isinstance(data.get("omit_rejected"), bool):
+        reason = "must be true or false"
+        return json_error(400, f"omit_rejected: {reason}", fields={"omit_rejected": reason})
+    provider.capabilities = {**provider.capabilities, "omit_rejected": data["omit_rejected"]}
+    provider.save(update_fields=["capabilities"])
+    return JsonResponse({"provider": provider.id, "capabilities": provider.capabilities})
 
 
 @require_GET

@@ -32,7 +32,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['name', 'id'],
-                'constraints': [models.UniqueConstraint(fields=('workspace', 'owner', 'name'), name='unique_preset_name_per_owner')],
+                'constraints': [models.UniqueConstraint(fields=('workspace', 'owner', 'name'), name='unique_preset_per_owner')],
             },
         ),
     ]

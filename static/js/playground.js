@@ -151,6 +151,7 @@ function footerText(run) {
   const u = run.usage || {};
   const parts = [run.status];
   if (t.ttft_ms != null) parts.push(`first token ${formatMs(t.ttft_ms)}`);
+  if (t.reasoning_ms != null) parts.push(`reasoning ${formatMs(t.reasoning_ms)}`);
   if (t.total_ms != null) parts.push(`total ${formatMs(t.total_ms)}`);
   if (t.tokens_per_second != null) parts.push(`${t.tokens_per_second} tokens/s`);
   if (u.total_tokens != null) {
@@ -211,9 +212,10 @@ class RunView {
       const reasoning = document.createElement("details");
       reasoning.className = "reasoning";
       reasoning.hidden = true;
-      reasoning.innerHTML = "<summary>Reasoning</summary>";
+      const summary = document.createElement("summary");
+      summary.textContent = "Reasoning";
       const thought = document.createElement("div");
-      reasoning.append(thought);
+      reasoning.append(summary, thought);
       const answer = document.createElement("div");
       answer.className = "body markdown";
       const tools = document.createElement("pre");
@@ -242,7 +244,7 @@ class RunView {
       label.textContent = `Choice ${index + 1}`;
       box.append(label, reasoning, answer, tokens, tools, flags, bar);
       this.choicesEl.append(box);
-      view = { box, reasoning, thought, answer: new MarkdownView(answer), answerEl: answer, tools, flags, tokens, tokensToggle, choose, label };
+      view = { box, reasoning, summary, thought, answer: new MarkdownView(answer), answerEl: answer, tools, flags, tokens, tokensToggle, choose, label };
       this.choices.set(index, view);
       this.choicesEl.classList.toggle("many", this.choices.size > 1);
     }
@@ -266,6 +268,8 @@ class RunView {
       flags.push(check.valid ? `✓ ${what}: valid` : `✗ ${what}: ${check.errors.join("; ")}`);
     }
     view.flags.textContent = flags.join("\n");
+    const reasoningMs = this.run.timing?.reasoning_ms;
+    view.summary.textContent = done && reasoningMs != null ? `Reasoning · ${formatMs(reasoningMs)}` : "Reasoning";
     view.flags.dataset.verdict = check ? (check.valid ? "valid" : "invalid") : "";
     view.label.hidden = this.choices.size < 2;
     if (c.finish_reason) view.label.textContent = `Choice ${c.index + 1} · ${c.finish_reason}`;
@@ -667,7 +671,8 @@ function showError(text) {
 function saveSettings() {
   const values = {};
   for (const input of paramInputs()) values[input.id] = input.type === "checkbox" ? input.checked : input.value;
-  localStorage.setItem("playground.settings", JSON.stringify({ provider: els.provider.value, model: els.model.value, values }));
+  const sendReasoning = $("send-reasoning").checked;
+  localStorage.setItem("playground.settings", JSON.stringify({ provider: els.provider.value, model: els.model.value, values, sendReasoning }));
 }
 
 function restoreSettings() {
@@ -679,6 +684,7 @@ function restoreSettings() {
     if (input.type === "checkbox") input.checked = value; else input.value = value;
   }
   if (saved.provider && [...els.provider.options].some((o) => o.value === saved.provider)) els.provider.value = saved.provider;
+  $("send-reasoning").checked = Boolean(saved.sendReasoning);
   return saved.model;
 }
 
@@ -744,6 +750,7 @@ async function send({ continueOnly = false } = {}) {
     system: els.system.value,
     message,
     continue: continueOnly,
+    send_reasoning: $("send-reasoning").checked,
     params,
     extra_body: extra,
   };
@@ -880,10 +887,43 @@ async function openInspector(runId) {
     return row;
   }));
   inspector.framesNote.textContent = `${run.raw_frames.length} frames` + (run.frames_dropped ? `, ${run.frames_dropped} more not kept` : "");
+  renderParamNotes(run);
   inspector.snippets = run.code;
   inspector.code.textContent = run.code[inspector.language.value];
   selectTab("tab-request");
   inspector.dialog.showModal();
+}
+
+function renderParamNotes(run) {
+  const box = $("inspect-params");
+  const notes = run.param_notes || {};
+  const section = (title, entries) => {
+    const heading = document.createElement("h4");
+    heading.textContent = title;
+    const list = document.createElement("ul");
+    list.setAttribute("aria-label", title);
+    for (const [name, why] of entries) {
+      const item = document.createElement("li");
+      const code = document.createElement("code");
+      code.textContent = name;
+      item.append(code, `: ${why}`);
+      list.append(item);
+    }
+    return [heading, list];
+  };
+  const parts = [];
+  if (notes.unsent) parts.push(...section("Set but not sent", Object.entries(notes.unsent)));
+  if (notes.ignored) parts.push(...section("Sent but ignored or rejected", Object.entries(notes.ignored)));
+  if (!parts.length) {
+    const provider = config.providers.find((p) => p.name === run.provider);
+    const p = document.createElement("p");
+    p.className = "note";
+    p.textContent = provider?.capabilities?.probed_at
+      ? "Every parameter set was sent, and the provider's profile flags none of them."
+      : "Every parameter set was sent. This provider has not been probed, so what it ignores is not known.";
+    parts.push(p);
+  }
+  box.replaceChildren(...parts);
 }
 
 function selectTab(id) {
@@ -891,6 +931,108 @@ function selectTab(id) {
     const selected = tab.id === id;
     tab.setAttribute("aria-selected", String(selected));
     $(tab.getAttribute("aria-controls")).hidden = !selected;
+  }
+}
+
+// ------------------------------------------------------------------ capability profile and Probe
+
+const FLAGGED = new Set(["ignored", "rejected"]);
+function currentProvider() { return config.providers.find((p) => String(p.id) === els.provider.value); }
+
+/** Marks the parameters the chosen provider is known to ignore or reject, from its profile. */
+function markCapabilities() {
+  const profile = currentProvider()?.capabilities || {};
+  const known = profile.parameters || {};
+  for (const mark of document.querySelectorAll(".cap-mark")) mark.remove();
+  for (const input of paramInputs()) {
+    const entry = known[input.dataset.param.split(".")[0]];
+    const described = (input.getAttribute("aria-describedby") || "").split(" ").filter((id) => id && !id.endsWith("-cap"));
+    if (entry && FLAGGED.has(entry.status)) {
+      const mark = document.createElement("small");
+      mark.className = "cap-mark";
+      mark.id = `${input.id}-cap`;
+      mark.dataset.status = entry.status;
+      mark.title = entry.note;
+      const left = entry.status === "rejected" && profile.omit_rejected;
+      mark.textContent = left ? "rejected · left out" : entry.status;
+      const why = document.createElement("span");
+      why.className = "visually-hidden";
+      why.textContent = `: ${entry.note}`;
+      mark.append(why);
+      input.closest(".field").querySelector("label").after(mark);
+      described.push(mark.id);
+    }
+    if (described.length) input.setAttribute("aria-describedby", described.join(" "));
+    else input.removeAttribute("aria-describedby");
+  }
+  const facts = [];
+  if (profile.probed_at) {
+    facts.push(`Probed ${profile.probed_at.slice(0, 10)} with ${profile.model}`);
+    if (profile.reasoning_field) facts.push(`reasoning in ${profile.reasoning_field}`);
+    if (profile.streams_usage === false) facts.push("no usage when streaming");
+  }
+  $("profile-note").textContent = facts.length ? facts.join(" · ") : "Not probed: Probe tests which parameters it honours.";
+}
+
+function renderProbe(profile) {
+  const rows = Object.entries(profile?.parameters || {}).map(([name, entry]) => {
+    const row = document.createElement("tr");
+    row.dataset.status = entry.status;
+    for (const text of [name, entry.status, entry.note]) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.append(cell);
+    }
+    return row;
+  });
+  $("probe-results").replaceChildren(...rows);
+  $("probe-results").closest("table").hidden = !rows.length;
+  $("probe-omit-row").hidden = !(config.canAdmin && rows.length);
+  $("probe-omit").checked = Boolean(profile?.omit_rejected);
+}
+
+function openProbe() {
+  const provider = currentProvider();
+  if (!provider) return;
+  $("probe-title").textContent = `Probe ${provider.name}`;
+  $("probe-model").value = els.model.value.trim() || provider.capabilities?.model || "";
+  $("probe-status").textContent = provider.capabilities?.probed_at
+    ? `Last probed ${provider.capabilities.probed_at.slice(0, 16).replace("T", " ")} with ${provider.capabilities.model}.`
+    : "Not probed yet.";
+  renderProbe(provider.capabilities);
+  $("probe-dialog").showModal();
+}
+
+async function runProbe(event) {
+  event.preventDefault();
+  const provider = currentProvider();
+  const button = $("probe-run");
+  button.disabled = true;
+  $("probe-status").textContent = "Probing… one small request per feature; this can take a minute.";
+  try {
+    const data = await api("POST", `/api/providers/${provider.id}/probe/`, { model: $("probe-model").value.trim() });
+    provider.capabilities = data.capabilities;
+    const counts = {};
+    for (const entry of Object.values(data.capabilities.parameters)) counts[entry.status] = (counts[entry.status] || 0) + 1;
+    $("probe-status").textContent = `Done: ${Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ")}.`;
+    renderProbe(data.capabilities);
+    markCapabilities();
+  } catch (error) {
+    $("probe-status").textContent = error.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function setOmitRejected() {
+  const provider = currentProvider();
+  try {
+    const data = await api("PATCH", `/api/providers/${provider.id}/profile/`, { omit_rejected: $("probe-omit").checked });
+    provider.capabilities = data.capabilities;
+    markCapabilities();
+  } catch (error) {
+    $("probe-status").textContent = error.message;
+    $("probe-omit").checked = !$("probe-omit").checked;
   }
 }
 
@@ -966,6 +1108,7 @@ export function applyPanel({ provider = null, model = "", system = "", params = 
   if (provider && [...els.provider.options].some((o) => o.value === String(provider)) && els.provider.value !== String(provider)) {
     els.provider.value = String(provider);
     loadModels();
+    markCapabilities();
   }
   els.model.value = model || "";
   els.system.value = system || "";
@@ -995,7 +1138,13 @@ function init() {
   }
   const preferredModel = restoreSettings();
   loadModels(preferredModel);
-  els.provider.addEventListener("change", () => { els.model.value = ""; loadModels(); });
+  markCapabilities();
+  els.provider.addEventListener("change", () => { els.model.value = ""; loadModels(); markCapabilities(); });
+  $("probe-open").disabled = !config.canRun;
+  $("probe-open").addEventListener("click", openProbe);
+  $("probe-close").addEventListener("click", () => $("probe-dialog").close());
+  $("probe-form").addEventListener("submit", runProbe);
+  $("probe-omit").addEventListener("change", setOmitRejected);
   els.composer.addEventListener("submit", (e) => { e.preventDefault(); send(); });
   $("attach-image").addEventListener("change", (e) => {
     for (const file of e.target.files) {
