@@ -33,7 +33,7 @@ class ProviderForm(forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = ["workspace", "name", "base_url", "api_key", "extra_headers", "enabled"]
+        fields = ["workspace", "name", "base_url", "api_key", "extra_headers", "enabled", "capabilities"]
 
     def save(self, commit=True):
         provider = super().save(commit=False)

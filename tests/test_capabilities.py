@@ -232,3 +232,11 @@ def test_probe_and_profile_endpoints_check_roles(alice, bob, charlie, workspace,
     # A new probe keeps the owner's choice.
     assert as_bob.post(url, {"model": "fake-model"}, content_type="application/json").status_code == 200
     assert Provider.objects.get(id=provider.id).capabilities["omit_rejected"] is True
+
+
+def test_reasoning_goes_back_inline_for_relays_that_think_inline():
+    answer = Message(role="assistant", content="Four.", reasoning="2+2")
+    assert answer.to_wire() == {"role": "assistant", "content": "Four."}
+    assert answer.to_wire("think") == {"role": "assistant", "content": "<think>2+2</think>Four."}
+    question = Message(role="user", content="2+2?", reasoning="")
+    assert question.to_wire("reasoning_content") == {"role": "user", "content": "2+2?"}

@@ -176,6 +176,7 @@ def test_it_puts_reasoning_content_in_reasoning(relay):
     acc = fold(run(relay, sse(events)))
 
     assert acc.state() == [choice_state("Four.", reasoning="Let me think.")]
+    assert acc.reasoning_field == "reasoning_content"
 
 
 def test_it_puts_the_reasoning_field_in_reasoning(relay):
@@ -188,6 +189,7 @@ def test_it_puts_the_reasoning_field_in_reasoning(relay):
     acc = fold(run(relay, sse(events)))
 
     assert acc.state() == [choice_state("Four.", reasoning="Let me think.")]
+    assert acc.reasoning_field == "reasoning"
 
 
 def test_it_counts_reasoning_once_when_a_delta_carries_both_fields(relay):
@@ -1027,6 +1029,14 @@ def test_it_moves_an_inline_think_block_into_reasoning_wherever_the_deltas_split
         for j in range(i, len(THINKING) + 1):
             parts = (THINKING[:i], THINKING[i:j], THINKING[j:])
             assert fold_contents(*parts) == ("The answer is <b>42</b>.", "\nLet me think.\n"), parts
+
+
+def test_it_names_inline_think_blocks_as_the_reasoning_field():
+    acc = Accumulator()
+    acc.apply(chunk("The answer."))
+    assert acc.reasoning_field is None
+    acc.apply(chunk("<think>Hmm</think>Four.", index=1))
+    assert acc.reasoning_field == "think"
 
 
 def test_it_leaves_a_think_tag_written_mid_answer_as_text():
