@@ -33,7 +33,16 @@ class ProviderForm(forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = ["workspace", "name", "base_url", "api_key", "extra_headers", "enabled", "capabilities"]
+        fields = [
+            "workspace",
+            "name",
+            "base_url",
+            "api_key",
+            "extra_headers",
+            "enabled",
+            "prices",
+            "capabilities",
+        ]
 
     def save(self, commit=True):
         provider = super().save(commit=False)
@@ -82,6 +91,7 @@ class RunAdmin(admin.ModelAdmin):
         "completion_tokens",
         "total_tokens",
         "usage_estimated",
+        "cost_usd",
         "ttft",
         "duration",
     ]
@@ -108,11 +118,13 @@ class RunAdmin(admin.ModelAdmin):
             queryset = response.context_data["cl"].queryset
         except (AttributeError, KeyError):
             return response
-        totals = Sum("prompt_tokens"), Sum("completion_tokens"), Sum("total_tokens")
+        totals = Sum("prompt_tokens"), Sum("completion_tokens"), Sum("total_tokens"), Sum("cost_usd")
         rows = (
             queryset.order_by()
             .values("user__username", "provider_name", "model")
-            .annotate(runs=Count("id"), prompt=totals[0], completion=totals[1], total=totals[2])
+            .annotate(
+                runs=Count("id"), prompt=totals[0], completion=totals[1], total=totals[2], cost=totals[3]
+            )
             .order_by("-total")
         )
         response.context_data["usage_summary"] = list(rows[:100])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,6 +68,38 @@ def validate_extra_headers(value: Any) -> None:
         raise ValidationError("Put the key in the API key field, not in extra headers.")
 
 
+PRICE_KEYS = ("input", "output", "cached_input")
+
+
+def validate_prices(value: Any) -> None:
+    """{"model or *": {"input": USD per 1M tokens, "output": …, "cached_input": …}}."""
+    problem = (
+        'Prices must be an object of model name (or "*") to {input, output[, cached_input]} '
+        "in USD per 1M tokens."
+    )
+    if not isinstance(value, dict):
+        raise ValidationError(problem)
+    for model, price in value.items():
+        if not isinstance(price, dict) or not {"input", "output"} <= set(price) <= set(PRICE_KEYS):
+            raise ValidationError(f"{model}: {problem}")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in price.values()):
+            raise ValidationError(f"{model}: prices must be numbers of dollars, 0 or more.")
+
+
+def cost_of(prices: dict, model: str, prompt: int | None, completion: int | None, cached: int | None):
+    """The USD cost of one request, or None when no price is set for `model` (nor "*")."""
+    price = (prices.get(model) or prices.get("*")) if isinstance(prices, dict) else None
+    if not price or prompt is None or completion is None:
+        return None
+    cached = min(cached or 0, prompt) if "cached_input" in price else 0
+    dollars = (
+        (prompt - cached) * price["input"]
+        + cached * price.get("cached_input", 0)
+        + completion * price["output"]
+    ) / 1_000_000
+    return Decimal(str(round(dollars, 8)))
+
+
 class Provider(models.Model):
     """A relay: base URL plus an encrypted API key that members use but never see."""
 
@@ -86,6 +119,13 @@ class Provider(models.Model):
     # What it does with each parameter, its reasoning field, whether it streams usage:
     # filled by the Probe action (playground.capabilities), editable by admins.
     capabilities = models.JSONField(default=dict, blank=True)
+    prices = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_prices],
+        help_text='USD per 1M tokens, per model or "*": {"gpt-4o": {"input": 2.5, "output": 10, '
+        '"cached_input": 1.25}}. Runs record their cost from these.',
+    )
     is_demo = models.BooleanField(default=False, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
@@ -255,6 +295,8 @@ class Run(models.Model):
     reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
     cached_tokens = models.PositiveIntegerField(null=True, blank=True)
     usage_estimated = models.BooleanField(default=False)
+    # From the provider's prices when the run ended; null when no price was set.
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     response_status = models.PositiveIntegerField(null=True, blank=True)
     error_kind = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
@@ -330,6 +372,9 @@ class Run(models.Model):
             "choices": self.output,
             "finish_reasons": self.finish_reasons,
             "usage": self.usage(),
+            "cost": {"usd": float(self.cost_usd), "estimated": self.usage_estimated}
+            if self.cost_usd is not None
+            else None,
             "timing": self.timing(),
             "error": {"kind": self.error_kind, "message": self.error_message} if self.error_kind else None,
             "checks": None if self.is_active else output_checks(self.request_body, self.output),

@@ -33,7 +33,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from playground.models import Conversation, Message, Run
+from playground.models import Conversation, Message, Run, cost_of
 from playground.tokens import count_prompt_tokens, count_tokens
 from playground.upstream import (
     Accumulator,
@@ -337,7 +337,7 @@ class RunHandle:
             self.seq += 1
             self.status = outcome
             done_seq, choices = self.seq, self.acc.state()
-        run = Run.objects.select_related("conversation", "user").get(id=self.run_id)
+        run = Run.objects.select_related("conversation", "user", "provider").get(id=self.run_id)
         stream = getattr(self, "stream", None)
         run.status = outcome
         run.output = choices
@@ -354,6 +354,13 @@ class RunHandle:
         if error is not None:
             run.error_kind, run.error_message = error.kind, error.message
         record_usage(run, self.acc)
+        run.cost_usd = cost_of(
+            run.provider.prices if run.provider else {},
+            run.model,
+            run.prompt_tokens,
+            run.completion_tokens,
+            run.cached_tokens,
+        )
         messages = save_answer(run)
         event = done_event(run, messages)
         try:

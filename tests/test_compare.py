@@ -13,7 +13,7 @@ from playwright.sync_api import Locator, Page, expect
 from playground import keys
 from playground.models import Membership, Workspace
 from tests.conftest import CANARY_KEY
-from tests.servers import AppServer, app_database
+from tests.servers import AppServer, app_database, manage
 from tests.test_browser import browser, open_page, server  # noqa: F401 - fixtures
 
 # ---------------------------------------------------------------------------- the page
@@ -160,8 +160,12 @@ SLOW = '{"tokens_per_second": 12}'
 
 
 @pytest.mark.browser
-def test_two_columns_stream_at_once_then_diff(compare_page: Page):
+def test_two_columns_stream_at_once_then_diff(compare_page: Page, server):  # noqa: F811
     page = compare_page
+    # USD per 1M tokens, large enough to show in four decimals.
+    prices = {"demo-lorem": {"input": 1000, "output": 2000}}
+    code = "from playground.models import Provider as P; P.objects.filter(is_demo=True).update(prices=%r)"
+    manage(server.env, "shell", "-c", code % prices)
     page.get_by_role("combobox", name="Columns").select_option("2")
     set_up(page, 1, "demo-lorem", seed="1", max_tokens="50", extra_body=SLOW)
     set_up(page, 2, "demo-lorem", seed="2", max_tokens="50", extra_body=SLOW)
@@ -198,8 +202,10 @@ def test_two_columns_stream_at_once_then_diff(compare_page: Page):
         expect(col.locator("[data-metric=ttft]")).to_have_text(re.compile(r"^\d+(\.\d+)? m?s$"))
         expect(col.locator("[data-metric=total]")).to_have_text(re.compile(r"^\d+(\.\d+)? m?s$"))
         expect(col.locator("[data-metric=tps]")).to_have_text(re.compile(r"^\d+(\.\d+)?$"))
-        expect(col.locator("[data-metric=cost]")).to_have_text("—")
-        expect(col.locator("[data-metric=cost]")).to_have_attribute("title", "no price set")
+        prompt = int(col.locator("[data-metric=usage]").inner_text().split()[0])
+        cost = (prompt * 1000 + 50 * 2000) / 1_000_000
+        expect(col.locator("[data-metric=cost]")).to_have_text(f"${cost:.4f}")
+        expect(col.locator("[data-metric=cost]")).to_have_attribute("title", "from the provider's prices")
     expect(page.get_by_role("button", name="Stop", exact=True)).to_be_disabled()
 
     # Each column shows exactly what the server stored: no word lost or repeated.

@@ -209,8 +209,10 @@ class Column {
     this.errorEl.setAttribute("role", text ? "alert" : "none");
   }
 
-  setMetrics({ status, ttft = "—", tps = "—", total = "—", usage = "—" }) {
+  setMetrics({ status, ttft = "—", tps = "—", total = "—", usage = "—", cost = null }) {
     this.metric.status.textContent = status;
+    this.metric.cost.textContent = cost ? `$${cost.usd.toFixed(4)}${cost.estimated ? " (estimated)" : ""}` : "—";
+    this.metric.cost.title = cost ? "from the provider's prices" : "no price set for this provider and model";
     this.metric.ttft.textContent = ttft;
     this.metric.tps.textContent = tps;
     this.metric.total.textContent = total;
@@ -322,6 +324,7 @@ class Column {
       tps: timing.tokens_per_second != null ? String(timing.tokens_per_second) : "—",
       total: formatMs(timing.total_ms),
       usage: usageText(run.usage),
+      cost: active ? null : run.cost,
     });
     const error = run.error ? run.error.message || run.error.kind : "";
     this.showError(error ? `The run ${run.status}: ${error}` : "");

@@ -158,6 +158,7 @@ function footerText(run) {
     const usage = `${u.prompt_tokens} prompt + ${u.completion_tokens} completion = ${u.total_tokens} tokens`;
     parts.push(u.estimated ? `${usage} (estimated)` : usage);
   }
+  if (run.cost) parts.push(`$${run.cost.usd.toFixed(4)}${run.cost.estimated ? " (estimated)" : ""}`);
   const reasons = (run.finish_reasons || []).filter(Boolean);
   if (reasons.length) parts.push(`finish: ${reasons.join(", ")}`);
   return parts.join(" · ");
