@@ -37,6 +37,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "enable_thinking": {"kind": "boolean"},
 }
 RESERVED = {"model", "messages"}
+EXPORT_META_KEY = "playground_export"  # playground.history's export metadata: never sent
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -244,7 +245,7 @@ def split_body(body: dict) -> dict:
     the message to send, parameters, extra body, and what was skipped and why."""
     params, extra, skipped = {}, {}, {}
     for name, value in body.items():
-        if name in RESERVED:
+        if name in RESERVED or name == EXPORT_META_KEY:
             continue
         spec = PARAMETERS.get(name)
         if spec is None:
