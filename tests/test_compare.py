@@ -55,7 +55,7 @@ def test_compare_renders_for_a_member_without_any_key(bob, provider):
         'role="region" aria-label="Diff"',
         '<label for="diff-a">Diff A</label>',
         '<label for="diff-b">Diff B</label>',
-        'title="no price set"',
+        'title="no price set for this provider and model"',
         '<a href="/compare/" aria-current="page">Compare</a>',
     ):
         assert control in html, control
@@ -305,6 +305,12 @@ def test_an_invalid_parameter_is_refused_before_sending(compare_page: Page):
         expect(answer(page, k)).to_have_text("Keep me.")
         expect(status(page, k)).to_have_text("completed")
     expect(page.get_by_role("region", name="Diff")).to_contain_text("answered identically")
+
+    # Sync off: Column 2 gets its own values back.
+    page.get_by_role("checkbox", name="Sync parameters").uncheck()
+    expect(temperature).to_be_enabled()
+    expect(temperature).to_have_value("3")
+    expect(extra).to_have_value('{"model": "x"}')
 
 
 @pytest.mark.browser

@@ -172,6 +172,17 @@ class Column {
   }
 
   setMode({ repeat, sync }) {
+    // A follower keeps its own setup aside while it mirrors Column 1, and gets it back after.
+    const mirrored = this.number > 1 && (repeat || sync);
+    if (mirrored && !this.saved) {
+      this.saved = { provider: this.provider.value, model: this.model.value, values: [...this.paramInputs].map((i) => i.value) };
+    } else if (!mirrored && this.saved) {
+      const { provider, model, values } = this.saved;
+      this.saved = null;
+      if (this.provider.value !== provider) { this.provider.value = provider; this.loadModels(); }
+      this.model.value = model;
+      [...this.paramInputs].forEach((input, i) => { input.value = values[i]; });
+    }
     const follower = this.number > 1 && this.visible;
     this.setupEl.disabled = follower && repeat;
     for (const input of this.paramInputs) input.disabled = follower && sync && !repeat;
