@@ -104,3 +104,46 @@ def test_turns_are_added_edited_and_deleted_by_hand(page: Page):  # noqa: F811
     expect(transcript).not_to_contain_text("a reply written by hand")
     roles = [(m["role"], m["content"]) for m in history(page)]
     assert roles == [("user", "first, edited"), ("assistant", "first")]
+
+
+def test_a_shared_preset_is_saved_and_applied_in_one_choice(page: Page):  # noqa: F811
+    choose(page, "demo-lorem", temperature="0.3", max_tokens="5", stop='["END"]', tools=json.dumps(WEATHER))
+    page.get_by_label("logprobs", exact=True).select_option("true")
+    page.get_by_role("textbox", name="System prompt").fill("Be brief.")
+    page.get_by_role("button", name="Save preset").click()
+    dialog = page.get_by_role("dialog", name="Save as preset")
+    dialog.get_by_label("Preset name").fill("Brief lorem")
+    dialog.get_by_label("Share with workspace").check()
+    dialog.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status").filter(has_text="Saved preset")).to_have_text(
+        "Saved preset “Brief lorem”, shared with the workspace."
+    )
+
+    # Change everything, reload, then apply the preset by choosing it.
+    page.get_by_role("combobox", name="Model").fill("demo-echo")
+    page.get_by_label("temperature", exact=True).fill("1.5")
+    page.get_by_label("tools", exact=True).fill("")
+    page.get_by_role("textbox", name="System prompt").fill("")
+    page.reload()
+    page.get_by_role("combobox", name="Preset").select_option(label="Brief lorem")
+    expect(page.get_by_role("status").filter(has_text="Applied")).to_have_text(
+        "Applied preset “Brief lorem”."
+    )
+    expect(page.get_by_role("combobox", name="Model")).to_have_value("demo-lorem")
+    expect(page.get_by_role("textbox", name="System prompt")).to_have_value("Be brief.")
+    expect(page.get_by_label("temperature", exact=True)).to_have_value("0.3")
+    expect(page.get_by_label("logprobs", exact=True)).to_have_value("true")
+    assert json.loads(page.get_by_label("tools", exact=True).input_value()) == WEATHER
+
+    send(page, "go")
+    expect(answers(page).last).to_contain_text("completed")
+    body = last_run(page)["request_body"]
+    assert body["model"] == "demo-lorem"
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert (body["temperature"], body["max_tokens"], body["stop"], body["logprobs"]) == (
+        0.3,
+        5,
+        ["END"],
+        True,
+    )
+    assert body["tools"] == WEATHER
