@@ -689,7 +689,9 @@ function restoreSettings() {
   return saved.model;
 }
 
+let modelsRequest = 0;
 async function loadModels(preferred) {
+  const ticket = ++modelsRequest;
   const provider = config.providers.find((p) => String(p.id) === els.provider.value);
   els.modelOptions.replaceChildren();
   els.modelsNote.textContent = "";
@@ -702,11 +704,14 @@ async function loadModels(preferred) {
   } catch (error) {
     els.modelsNote.textContent = `Model list unavailable: ${error.message}`;
   }
+  if (ticket !== modelsRequest) return; // the provider changed meanwhile
   for (const name of models) {
     const option = document.createElement("option");
     option.value = name;
     els.modelOptions.append(option);
   }
+  // Never under someone typing a model name: the list may arrive mid-word.
+  if (document.activeElement === els.model) return;
   if (preferred) els.model.value = preferred;
   else if (!els.model.value && models.length) els.model.value = models[0];
 }
