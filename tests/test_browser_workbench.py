@@ -98,7 +98,7 @@ def test_turns_are_added_edited_and_deleted_by_hand(page: Page):  # noqa: F811
     expect(transcript).to_contain_text("a reply written by hand")
     page.get_by_role("button", name="Edit user turn 1").click()
     page.get_by_label("Edit turn").fill("first, edited")
-    page.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Save", exact=True).click()
     expect(transcript).to_contain_text("first, edited")
     page.get_by_role("button", name="Delete assistant turn 3").click()
     expect(transcript).not_to_contain_text("a reply written by hand")
