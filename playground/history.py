@@ -76,7 +76,8 @@ def stored_reasoning(conv: Conversation, wire: list[dict]) -> dict[str, str]:
 
 def export_document(conv: Conversation) -> dict:
     run = latest_visible_run(conv)
-    body = run.request_body if run and isinstance(run.request_body, dict) else {}
+    body = run.sent_body() if run else {}
+    body = body if isinstance(body, dict) else {}
     document: dict[str, Any] = {}
     model = body.get("model") or (run.model if run else "")
     if model:

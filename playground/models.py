@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import secrets
 from decimal import Decimal
 from typing import Any
@@ -271,6 +272,8 @@ class Run(models.Model):
     # The body exactly as sent (it never holds the key) and the headers with the key masked.
     base_url = models.CharField(max_length=500, blank=True)
     request_body = models.JSONField(default=dict)
+    # The same body as the exact text sent: PostgreSQL's jsonb does not keep key order.
+    request_text = models.TextField(blank=True)
     request_headers = models.JSONField(default=dict)
     response_headers = models.JSONField(default=dict, blank=True)
     # Set but not sent, and sent but known to be ignored or rejected (capability profile).
@@ -358,6 +361,10 @@ class Run(models.Model):
             "cached_tokens": self.cached_tokens,
             "estimated": self.usage_estimated,
         }
+
+    def sent_body(self) -> dict:
+        """The request body in the order its keys were sent."""
+        return json.loads(self.request_text) if self.request_text else self.request_body
 
     def to_dict(self) -> dict:
         return {

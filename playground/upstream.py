@@ -213,6 +213,11 @@ def new_session() -> requests.Session:
 # ---------------------------------------------------------------------------- helpers
 
 
+def wire_json(body: dict) -> str:
+    """The request body's text exactly as it goes on the wire (stored with each run)."""
+    return json.dumps(body, ensure_ascii=False)
+
+
 def chat_url(base_url: str) -> str:
     return base_url.rstrip("/") + "/chat/completions"
 
@@ -446,7 +451,7 @@ class ChatStream:
         try:
             response = session.post(
                 self.url,
-                data=json.dumps(self.body, ensure_ascii=False).encode(),
+                data=wire_json(self.body).encode(),
                 headers=self.headers,
                 stream=True,
                 allow_redirects=False,

@@ -19,7 +19,7 @@ from playground.forms import PARAMETERS, Invalid, build_body, clean_submission, 
 from playground.keys import KeyDecryptError
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
 from playground.snippets import ImportError_, code_for, parse_request
-from playground.upstream import UpstreamError, build_headers, list_models, masked_headers
+from playground.upstream import UpstreamError, build_headers, list_models, masked_headers, wire_json
 
 
 class Forbidden(Exception):
@@ -156,12 +156,14 @@ def excerpt(text: str, query: str, width: int = 40) -> str:
 def search_conversations(workspace: Workspace, query: str, limit: int = 100) -> list[dict]:
     """Conversations whose title or any message's text holds `query` (case-insensitive).
 
-    Message content is JSON: the database sees a string as its JSON text, where SQLite
-    escapes non-ASCII characters, quotes and newlines. Both spellings of the query are
-    looked for, and each hit is confirmed on the decoded text.
+    Message content is JSON: the database sees a string as its JSON text, where quotes
+    and newlines are escaped (and, in SQLite, non-ASCII characters too). Each spelling of
+    the query is looked for, and each hit is confirmed on the decoded text.
     """
-    escaped = json.dumps(query)[1:-1]
-    spellings = Q(content__icontains=query) | Q(content__icontains=escaped)
+    # As typed; JSON-escaped with \uXXXX (SQLite's text); JSON-escaped keeping Unicode (jsonb's text).
+    spellings = Q()
+    for spelling in {query, json.dumps(query)[1:-1], json.dumps(query, ensure_ascii=False)[1:-1]}:
+        spellings |= Q(content__icontains=spelling)
     hits: dict[int, str] = {}
     candidates = Message.objects.filter(spellings, conversation__workspace=workspace).order_by(
         "conversation_id", "position", "choice_index"
@@ -326,6 +328,7 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
         provider_name=provider.name,
         model=data["model"],
         request_body=body,
+        request_text=wire_json(body),
         request_headers=headers,
         param_notes=notes,
         position=position,
@@ -403,18 +406,19 @@ def run_for(user, run_id: int) -> Run:
 def run_detail(request: HttpRequest, run_id: int) -> JsonResponse:
     run = get_object_or_404(Run.objects.select_related("user"), id=run_id)
     conversation_for(request.user, run.conversation_id)
+    body = run.sent_body()
     return JsonResponse(
         {
             **run.to_dict(),
             "base_url": run.base_url,
-            "request_body": run.request_body,
+            "request_body": body,
             "request_headers": run.request_headers,
             "response_status": run.response_status,
             "response_headers": run.response_headers,
             "raw_frames": run.raw_frames,
             "param_notes": run.param_notes,
             "frames_dropped": run.frames_dropped,
-            "code": code_for(run.base_url, run.request_body, run.request_headers),
+            "code": code_for(run.base_url, body, run.request_headers),
         }
     )
 
