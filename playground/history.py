@@ -30,6 +30,7 @@ from django.views.decorators.http import require_GET, require_POST
 from playground.forms import EXPORT_META_KEY, RESERVED, ROLES, Invalid, split_body
 from playground.models import Conversation, Message, Run
 from playground.snippets import ImportError_, parse_request
+from playground.tokens import content_text
 from playground.views import (
     Forbidden,
     api,
@@ -37,7 +38,6 @@ from playground.views import (
     current_workspace,
     json_error,
     membership_for,
-    plain_text,
     title_from,
 )
 
@@ -441,7 +441,7 @@ def imported_title(meta: dict, messages: list[dict]) -> str:
         return meta["title"]
     for role in (Message.Role.USER, None):
         for message in messages:
-            if (role is None or message["role"] == role) and plain_text(message["content"]).strip():
+            if (role is None or message["role"] == role) and content_text(message["content"]).strip():
                 return title_from(message["content"])
     return "Imported conversation"
 

@@ -144,7 +144,6 @@ class RunHandle:
         self.window = settings.RELAY_COALESCE_MS / 1000
         self.t0_wall = run.submitted_at
         self.t0_mono = time.monotonic()
-        self.first_token_at: float | None = None
         self.first_reasoning_at: float | None = None
         self.first_content_at: float | None = None
         self.output_chars = 0
@@ -288,18 +287,18 @@ class RunHandle:
             )
 
     def _note_first_tokens(self, deltas: list[dict]) -> None:
-        """First token of any kind, of reasoning, and of the answer proper (text or a tool call)."""
+        """First token of reasoning, and of the answer proper (text or a tool call)."""
         now = time.monotonic()
         if self.first_reasoning_at is None and any("reasoning" in d for d in deltas):
             self.first_reasoning_at = now
         if any("content" in d or "tool_calls" in d for d in deltas):
             self.first_content_at = now
-        if self.first_token_at is None and (self.first_reasoning_at or self.first_content_at):
-            self.first_token_at = now
 
     def _firsts(self) -> dict:
+        """The first token of any kind is whichever of the two came first."""
+        firsts = [t for t in (self.first_reasoning_at, self.first_content_at) if t is not None]
         return {
-            "first_token_at": self._wall(self.first_token_at),
+            "first_token_at": self._wall(min(firsts, default=None)),
             "first_reasoning_at": self._wall(self.first_reasoning_at),
             "first_content_at": self._wall(self.first_content_at),
         }

@@ -19,6 +19,7 @@ from playground.forms import PARAMETERS, Invalid, build_body, clean_submission, 
 from playground.keys import KeyDecryptError
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
 from playground.snippets import ImportError_, code_for, parse_request
+from playground.tokens import content_text
 from playground.upstream import UpstreamError, build_headers, list_models, masked_headers, wire_json
 
 
@@ -137,13 +138,6 @@ def conversations(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"conversations": [c.to_dict() for c in items]})
 
 
-def plain_text(content) -> str:
-    if isinstance(content, str):
-        return content
-    parts = content if isinstance(content, list) else []
-    return " ".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text")
-
-
 def excerpt(text: str, query: str, width: int = 40) -> str:
     text = " ".join(text.split())
     at = text.lower().find(query.lower())
@@ -169,7 +163,7 @@ def search_conversations(workspace: Workspace, query: str, limit: int = 100) -> 
         "conversation_id", "position", "choice_index"
     )
     for conv_id, content in candidates.values_list("conversation_id", "content").iterator():
-        text = plain_text(content)
+        text = content_text(content)
         if conv_id not in hits and query.lower() in text.lower():
             hits[conv_id] = excerpt(text, query)
     found = workspace.conversations.filter(Q(title__icontains=query) | Q(id__in=list(hits)))
@@ -360,7 +354,7 @@ def sync_system_prompt(conv: Conversation, system: str) -> list[Message]:
 
 
 def title_from(content) -> str:
-    text = " ".join(plain_text(content).split())
+    text = " ".join(content_text(content).split())
     return (text[:60] + "…") if len(text) > 60 else (text or "New conversation")
 
 

@@ -78,9 +78,17 @@ def choose(page: Page, model: str, **params: str) -> None:
     expect(page.get_by_role("combobox", name="Model")).to_have_value("demo-echo")
     page.get_by_role("combobox", name="Model").fill(model)
     for name, value in params.items():
-        field = page.get_by_label(name, exact=True)
-        if not field.is_visible():
-            page.get_by_text("More parameters").click()
+        set_param(page, name, value)
+
+
+def set_param(page: Page, name: str, value: str) -> None:
+    """Fill (or, for true/false selects, pick) the parameter field labelled with its API name."""
+    field = page.get_by_label(name, exact=True)
+    if not field.is_visible():
+        page.get_by_text("More parameters").click()
+    if field.evaluate("e => e.tagName") == "SELECT":
+        field.select_option(value)
+    else:
         field.fill(value)
 
 

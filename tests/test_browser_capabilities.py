@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from tests.fakes import FakeRelay
 from tests.servers import manage
-from tests.test_browser import answers, browser, last_run, page, send, server  # noqa: F401
+from tests.test_browser import answers, browser, last_run, page, send, server, set_param  # noqa: F401
 from tests.test_capabilities import picky
 
 pytestmark = pytest.mark.browser
@@ -26,20 +26,6 @@ def picky_provider(server):  # noqa: F811
         env = {**server.env, "PLAYGROUND_PROVIDER_KEY": "sk-picky-key-0000"}
         manage(env, "addprovider", "Picky", "--base-url", relay.base_url, "--workspace", "default")
         yield relay
-
-
-def set_param(
-    page: Page,  # noqa: F811
-    name: str,
-    value: str,
-) -> None:
-    field = page.get_by_label(name, exact=True)
-    if not field.is_visible():
-        page.get_by_text("More parameters").click()
-    if field.evaluate("e => e.tagName") == "SELECT":
-        field.select_option(value)
-    else:
-        field.fill(value)
 
 
 def test_probe_marks_the_panel_and_the_inspector_lists_what_was_not_sent(page: Page, picky_provider):  # noqa: F811

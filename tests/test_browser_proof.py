@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from playground.snippets import parse_request
 from tests.fakes import FakeRelay
 from tests.servers import manage
-from tests.test_browser import answers, browser, choose, page, send, server  # noqa: F401
+from tests.test_browser import answers, browser, choose, page, send, server, set_param  # noqa: F401
 from tests.test_import import seed_examples
 
 pytestmark = pytest.mark.browser
@@ -58,16 +58,6 @@ EVERY_PARAMETER = {
 }
 
 
-def fill(page: Page, label: str, value: str) -> None:  # noqa: F811
-    field = page.get_by_label(label, exact=True)
-    if not field.is_visible():
-        page.get_by_text("More parameters").click()
-    if field.evaluate("e => e.tagName") == "SELECT":
-        field.select_option(value)
-    else:
-        field.fill(value)
-
-
 def inspect_last(page: Page):  # noqa: F811
     expect(answers(page).last).to_contain_text(re.compile(r"completed|failed"))
     answers(page).last.get_by_role("button", name="Inspect").click()
@@ -81,9 +71,9 @@ def sent_body(dialog) -> dict:
 def test_every_parameter_set_in_the_panel_is_in_the_body_sent(page: Page):  # noqa: F811
     choose(page, "demo-echo")
     for label, (typed, _) in EVERY_PARAMETER.items():
-        fill(page, label, typed)
+        set_param(page, label, typed)
     page.get_by_label("stream_options.include_usage", exact=True).uncheck()
-    fill(page, "extra_body", '{"x_trace": "abc", "chat_template_kwargs": {"enable_thinking": false}}')
+    set_param(page, "extra_body", '{"x_trace": "abc", "chat_template_kwargs": {"enable_thinking": false}}')
     send(page, "every knob")
     body = sent_body(inspect_last(page))
     for label, (_, value) in EVERY_PARAMETER.items():

@@ -1,7 +1,6 @@
 """Capability profiles: the Probe learns what a relay does with each parameter, and runs
 say what was set but not sent, and what was sent but is known to be ignored."""
 
-import asyncio
 import json
 
 import pytest
@@ -9,11 +8,11 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from playground.capabilities import apply_profile, probe
-from playground.models import Conversation, Message, Provider, Run
+from playground.models import Conversation, Message, Provider
 from playground.relay import Target
 from tests.conftest import CANARY_KEY
 from tests.fakes import chunk, respond, sse
-from tests.test_relay import post, session_cookie
+from tests.test_relay import post, session_cookie, wait_for
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta"
 
@@ -157,11 +156,7 @@ async def test_a_run_records_its_notes_and_leaves_out_rejected_parameters(
     }
     status, data = await post(cookie, f"/api/conversations/{conversation.id}/runs/", payload)
     assert status == 201, data
-    for _ in range(200):
-        run = await Run.objects.aget(id=data["run"]["id"])
-        if not run.is_active:
-            break
-        await asyncio.sleep(0.05)
+    run = await wait_for(data["run"]["id"])
     sent = fake_relay.requests[-1].body
     assert "top_k" not in sent
     assert sent["n"] == 2
@@ -193,10 +188,7 @@ async def test_reasoning_goes_back_only_when_asked_in_the_profile_field(
         }
         status, data = await post(cookie, url, payload)
         assert status == 201, data
-        for _ in range(200):
-            if not (await Run.objects.aget(id=data["run"]["id"])).is_active:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(data["run"]["id"])
         sent.append(fake_relay.requests[-1].body["messages"][1])
     assert sent[0] == {"role": "assistant", "content": "Hello"}
     assert sent[1] == {"role": "assistant", "content": "Hello", "reasoning_content": "Greet back."}

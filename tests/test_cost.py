@@ -1,14 +1,13 @@
 """Cost per run, from the provider's prices (USD per 1M tokens)."""
 
-import asyncio
 from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 
-from playground.models import Conversation, Run, cost_of, validate_prices
-from tests.test_relay import post, session_cookie
+from playground.models import Conversation, cost_of, validate_prices
+from tests.test_relay import post, session_cookie, wait_for
 
 PRICES = {"gpt-4o": {"input": 2.5, "output": 10, "cached_input": 1.25}, "*": {"input": 1, "output": 2}}
 
@@ -45,11 +44,7 @@ async def test_a_run_records_its_cost_from_reported_usage(alice, workspace, prov
     payload = {"provider": provider.id, "model": "fake-model", "message": "Hi", "params": {"stream": True}}
     status, data = await post(cookie, f"/api/conversations/{conversation.id}/runs/", payload)
     assert status == 201, data
-    for _ in range(200):
-        run = await Run.objects.aget(id=data["run"]["id"])
-        if not run.is_active:
-            break
-        await asyncio.sleep(0.05)
+    run = await wait_for(data["run"]["id"])
     # The fake relay reports 7 prompt tokens and one completion token per word of its reply.
     words = len(fake_relay.reply.split())
     assert (run.prompt_tokens, run.completion_tokens) == (7, words)

@@ -1,7 +1,6 @@
 """Import a request: every example body in the five seed pages, pasted as JSON or as its
 curl command, loads into the playground and runs against a relay that behaves as the page says."""
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -9,9 +8,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from playground.models import Message, Run
+from playground.models import Message
 from playground.snippets import ImportError_, parse_request
-from tests.test_relay import post, session_cookie
+from tests.test_relay import post, session_cookie, wait_for
 
 SEEDS = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
 
@@ -81,15 +80,6 @@ async def test_each_seed_example_imports_and_runs(seed, text, alice, workspace, 
     assert sent["messages"][-1]["content"] == imported["message"]
     for name, value in imported["params"].items():
         assert sent[name] == value
-
-
-async def wait_for(run_id: int) -> Run:
-    for _ in range(200):
-        run = await Run.objects.aget(id=run_id)
-        if not run.is_active:
-            return run
-        await asyncio.sleep(0.05)
-    raise AssertionError("the run did not finish")
 
 
 @pytest.mark.django_db

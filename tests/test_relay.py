@@ -63,6 +63,16 @@ async def post(cookie: str, path: str, body: dict | None = None, method: str = "
     return response["status"], json.loads(response["body"] or b"{}")
 
 
+async def wait_for(run_id: int) -> Run:
+    """The run once it has ended (its final write is in the database)."""
+    for _ in range(200):
+        run = await Run.objects.aget(id=run_id)
+        if not run.is_active:
+            return run
+        await asyncio.sleep(0.05)
+    raise AssertionError("the run did not finish")
+
+
 async def submit(cookie, conversation, provider, message="Hi", **params):
     params.setdefault("stream", True)
     body = {"provider": provider.id, "model": "fake-model", "message": message, "params": params}
@@ -140,6 +150,15 @@ async def test_the_run_is_stored_with_its_timings_and_body(alice_cookie, convers
     answer = await Message.objects.aget(run=run)
     assert (answer.role, answer.content, answer.position) == ("assistant", "Hello from the fake relay", 2)
     await ws.disconnect()
+
+
+async def test_reasoning_then_answer_timings_are_kept_apart(alice_cookie, conversation, provider, fake_relay):
+    thinking = [chunk(reasoning=w) for w in ("Let", " me", " think")]
+    fake_relay.script(sse([*thinking, chunk("Answer"), chunk(finish="stop")], delay=0.1))
+    _, data = await submit(alice_cookie, conversation, provider)
+    run = await wait_for(data["run"]["id"])
+    assert run.first_token_at == run.first_reasoning_at < run.first_content_at <= run.finished_at
+    assert run.timing()["reasoning_ms"] >= 250  # three 100 ms gaps between the first thought and the answer
 
 
 async def test_two_viewers_see_the_same_run(alice_cookie, bob, conversation, provider):

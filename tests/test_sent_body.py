@@ -1,7 +1,6 @@
 """What goes on the wire: the View code snippets of a real run send exactly the body the
 playground sent, and parameters the user did not set are never sent."""
 
-import asyncio
 import json
 import shutil
 
@@ -9,8 +8,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from playground.models import Conversation, Run
-from tests.test_relay import post, session_cookie
+from playground.models import Conversation
+from tests.test_relay import post, session_cookie, wait_for
 from tests.test_snippets import run_snippet
 
 SCHEMA = {
@@ -75,11 +74,7 @@ async def run_through_playground(
     }
     status, data = await post(cookie, f"/api/conversations/{conversation.id}/runs/", payload)
     assert status == 201, data
-    for _ in range(200):
-        run = await Run.objects.aget(id=data["run"]["id"])
-        if not run.is_active:
-            break
-        await asyncio.sleep(0.05)
+    run = await wait_for(data["run"]["id"])
     assert run.status == "completed", run.error_message
     return relay.requests[-1].body, run
 
