@@ -148,6 +148,7 @@ class RunHandle:
         self.first_content_at: float | None = None
         self.output_chars = 0
         self.checkpointed_seq = 0
+        self.status_stored = False
 
     # -- on the event loop
 
@@ -237,11 +238,11 @@ class RunHandle:
                 connection.close()
 
     def _mark_streaming(self) -> None:
-        self.status = Run.Status.STREAMING
-        Run.objects.filter(id=self.run_id).update(status=self.status, heartbeat_at=timezone.now())
-        # A stream lasts minutes: hold no database connection meanwhile (PostgreSQL's
-        # max_connections is smaller than a busy process's number of streams).
-        connection.close()
+        # Only in memory: the keeper's next checkpoint (within a second) stores it, so a relay
+        # thread touches the database once, at the end. At 50 streams on SQLite, this write
+        # used to wait up to 1.8 s for the write lock before the request went upstream.
+        with self.lock:
+            self.status = Run.Status.STREAMING
 
     def _stream(self) -> None:
         stream = ChatStream(
@@ -316,13 +317,14 @@ class RunHandle:
             if self.status != Run.Status.STREAMING:
                 return None
             self._seal()
-            if self.seq == self.checkpointed_seq:
+            if self.seq == self.checkpointed_seq and self.status_stored:
                 return None
+            self.status_stored = True
             self.checkpointed_seq = self.seq
             flush = bool(self.sealed) and not self.flush_scheduled
             if flush:
                 self.flush_scheduled = True
-            state = {"output": self.acc.state(), "last_seq": self.seq}
+            state = {"status": self.status, "output": self.acc.state(), "last_seq": self.seq}
         if flush:
             process.wake(self)
         stream = getattr(self, "stream", None)
@@ -525,16 +527,30 @@ class Process:
                 connection.close()
 
     def checkpoint(self) -> None:
-        """Store the text so far (with its seq) of every streaming run that moved."""
+        """Store the status and text so far (with its seq) of every streaming run that moved.
+
+        One statement for all runs (executemany), its parameters prepared before the
+        transaction: on SQLite every writer waits for this one, so it holds the write lock
+        for as short a time as it can.
+        """
         handles = list(self.runs.items())
-        states = {run_id: state for run_id, handle in handles if (state := handle.checkpoint_state())}
+        states = [(run_id, state) for run_id, handle in handles if (state := handle.checkpoint_state())]
         if not states:
             return
         now = timezone.now()
-        with transaction.atomic():
-            for run_id, state in states.items():
-                # Only while streaming: the run's own final write is never overwritten.
-                Run.objects.filter(id=run_id, status=Run.Status.STREAMING).update(heartbeat_at=now, **state)
+        for _, state in states:
+            state["heartbeat_at"] = now
+        fields = [Run._meta.get_field(name) for name in states[0][1]]
+        rows = [
+            [f.get_db_prep_save(state[f.name], connection) for f in fields] + [run_id, *Run.ACTIVE]
+            for run_id, state in states
+        ]
+        quote = connection.ops.quote_name
+        assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+        # Only while active: the run's own final write is never overwritten.
+        sql = f"UPDATE {quote(Run._meta.db_table)} SET {assignments} WHERE id = %s AND status IN (%s, %s)"
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
 
 
 process = Process()

@@ -193,6 +193,31 @@ async def test_a_reconnect_mid_stream_loses_and_repeats_nothing(
     await again.disconnect()
 
 
+async def test_a_streaming_run_is_checkpointed_with_its_status_and_text(
+    alice_cookie, conversation, provider, fake_relay
+):
+    fake_relay.script(slow_stream(words=500, every=0.02))
+    ws = await watch(alice_cookie, conversation)
+    _, data = await submit(alice_cookie, conversation, provider)
+    assert data["run"]["status"] == "queued"
+    await receive_deltas(ws, 10)
+    for _ in range(60):  # the keeper checkpoints about once a second
+        stored = await Run.objects.aget(id=data["run"]["id"])
+        if stored.status == "streaming":
+            break
+        await asyncio.sleep(0.05)
+    assert stored.status == "streaming"
+    assert stored.output[0]["content"].startswith(" w0 w1 w2")
+    assert stored.last_seq > 0
+    assert stored.first_token_at is not None
+    await post(alice_cookie, f"/api/runs/{stored.id}/stop/")
+    assert (await receive_until(ws, "run.done"))[-1]["run"]["status"] == "stopped"
+    final = await Run.objects.aget(id=stored.id)
+    assert final.status == "stopped"  # the keeper never overwrote the final write
+    assert final.output[0]["content"].startswith(stored.output[0]["content"])
+    await ws.disconnect()
+
+
 async def test_stop_keeps_the_partial_text_and_estimates_usage(
     alice_cookie, conversation, provider, fake_relay
 ):
