@@ -243,6 +243,7 @@ class Phase:
     streams: list[Stream]
     cpu_seconds: float  # of the process measured (Daphne, or this one for direct)
     other_cores: float  # average CPU of every other process on the machine
+    steal_cores: float  # average CPU the hypervisor gave other machines (steal time)
     rss_growth: int = 0  # bytes
 
     @property
@@ -282,11 +283,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+def machine_seconds() -> tuple[float, float]:
+    """CPU seconds the whole machine spent busy (all cores), and stolen by the hypervisor."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / TICKS
+    return (user + nice + system + irq + softirq) / TICKS, steal / TICKS
 
 
 class CpuWindow:
@@ -297,14 +298,15 @@ class CpuWindow:
         self.start = self.sample()
 
     def sample(self) -> list[float]:
-        own = [time.monotonic(), machine_busy_seconds(), time.process_time()]
+        own = [time.monotonic(), *machine_seconds(), time.process_time()]
         return own + [cpu_seconds(pid) for pid in self.pids]
 
     def stop(self) -> CpuWindow:
         end = self.sample()
         deltas = (b - a for a, b in zip(self.start, end, strict=True))
-        wall, machine, self.own, *self.by_pid = deltas
+        wall, machine, steal, self.own, *self.by_pid = deltas
         self.other_cores = (machine - self.own - sum(self.by_pid)) / wall
+        self.steal_cores = steal / wall
         return self
 
 
@@ -334,7 +336,7 @@ async def run_direct(upstream: Upstream, starts: list[Start]) -> Phase:
     cpu = CpuWindow(upstream.proc.pid)
     await finish([read_direct(upstream, s) for s in streams], deadline(starts, upstream.rate))
     cpu.stop()
-    return Phase(streams, cpu.own, cpu.other_cores)
+    return Phase(streams, cpu.own, cpu.other_cores, cpu.steal_cores)
 
 
 async def read_direct(upstream: Upstream, stream: Stream) -> None:
@@ -413,7 +415,7 @@ async def run_stack(stack: Stack, starts: list[Start]) -> Phase:
         cpu.stop()
         tracker.cancel()
         await asyncio.gather(*(ws.close() for ws in sockets.values()))
-    return Phase(streams, cpu.by_pid[0], cpu.other_cores, peak.value - rss_before)
+    return Phase(streams, cpu.by_pid[0], cpu.other_cores, cpu.steal_cores, peak.value - rss_before)
 
 
 async def open_sockets(
@@ -576,6 +578,7 @@ HEADER = [
     "CPU µs/chunk Daphne (direct)",
     "RSS MB/stream",
     "other load, cores",
+    "steal, cores",
     "targets at K=50",
 ]
 
@@ -606,18 +609,19 @@ def table_row(row: Row) -> str:
         f"{s.cpu_per_chunk():.0f} ({d.cpu_per_chunk():.0f})",
         f"{s.rss_growth / row.k / 2**20:.2f}",
         f"{max(0.0, s.other_cores):.2f} ({max(0.0, d.other_cores):.2f})",
+        f"{s.steal_cores:.2f} ({d.steal_cores:.2f})",
         verdict,
     ]
     return "| " + " | ".join(cells) + " |"
 
 
-def report(rows: list[Row], args: argparse.Namespace) -> str:
+def report(rows: list[Row], args: argparse.Namespace, speed: float) -> str:
     layer = "PostgreSQL + Redis" if args.redis else "SQLite + in-memory layer"
     targets = ", ".join(f"{name} ≤ {limit:g} ms" for name, limit in TARGETS.items())
     lines = [
         f"Relay benchmark: {args.chunks} chunks per stream, the K streams started over "
         f"{args.ramp:g} s, TTFT from {PROBES} probes made while they flow; {layer}; "
-        f"{os.cpu_count()} CPUs.",
+        f"{os.cpu_count()} CPUs; machine speed: {speed:.2f} µs to decode one chunk (json.loads, best of 5).",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),
@@ -626,7 +630,8 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         f"Added = stack percentile - direct percentile. Targets (K=50, R=50): {targets}.",
         "Other load: CPU of every process but Daphne, the upstream server and this one"
         + (" (PostgreSQL and Redis included)" if args.redis else "")
-        + "; stack phase (direct phase).",
+        + "; steal: CPU time the hypervisor did not give this machine although it was ready to"
+        " run; both for the stack phase (direct phase).",
         "",
     ]
     return "\n".join(lines + findings(rows))
@@ -640,6 +645,9 @@ def findings(rows: list[Row]) -> list[str]:
         busy = max(row.stack.other_cores, row.direct.other_cores)
         if busy > NOISY_CORES:
             lines.append(f"K={row.k}: other processes used up to {busy:.2f} cores meanwhile.")
+        stolen = max(row.stack.steal_cores, row.direct.steal_cores)
+        if stolen > NOISY_CORES / 2:
+            lines.append(f"K={row.k}: the hypervisor withheld up to {stolen:.2f} cores (steal) meanwhile.")
         for phase, name in ((row.direct, "direct"), (row.stack, "stack")):
             if problems := phase.problems():
                 lines.append(f"K={row.k} {name}: {len(problems)} streams wrong: {problems[:5]}")
@@ -667,14 +675,31 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def machine_speed() -> float:
+    """µs this machine takes to decode one seed-shaped chunk and read it (best of 5 runs).
+
+    Figures from different machines (or from one machine on a busy host) compare only
+    with this beside them.
+    """
+    data = frames([chunk("word ")], done=False).decode().removeprefix("data: ").strip()
+    best = math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(20_000):
+            json.loads(data)["choices"][0]["delta"].get("content")
+        best = min(best, time.perf_counter() - start)
+    return best / 20_000 * 1e6
+
+
 def main() -> None:
     args = parse_args()
     if args.serve_upstream:
         asyncio.run(serve_upstream(args.rate))
         return
+    speed = machine_speed()
     with Upstream(args.rate) as upstream, bench_database(args.redis, upstream) as env:
         rows = [measure(k, args, upstream, env) for k in args.streams]
-    print(report(rows, args))
+    print(report(rows, args, speed))
 
 
 if __name__ == "__main__":
