@@ -5,6 +5,7 @@ Every test talks HTTP to a FakeRelay on 127.0.0.1; nothing in upstream is mocked
 
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
 import time
@@ -442,6 +443,20 @@ def test_it_parses_a_body_split_at_every_byte_offset(relay, mode, newline):
     results = {at: parse_split(relay, body, at, mode) for at in range(1, len(body))}
 
     assert {at: result for at, result in results.items() if result != expected} == {}
+
+
+def test_it_decodes_a_stream_the_relay_compressed_although_asked_not_to(relay):
+    events = [chunk("Grüße"), chunk(", world"), chunk(finish="stop")]
+
+    def gzipped(h) -> None:
+        h.start(200, {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"}, mode="chunked")
+        packed = gzip.compress(frames(events))
+        for at in range(0, len(packed), 7):  # pieces that cut across events
+            h.write(packed[at : at + 7])
+        h.end()
+
+    assert run(relay, gzipped) == events
+    assert headers_of(relay.requests[-1])["accept-encoding"] == "identity"
 
 
 # ---------------------------------------------------------------------------- promptness
