@@ -436,6 +436,7 @@ class Process:
         self.slots = threading.BoundedSemaphore(settings.RELAY_MAX_STREAMS)
         self.executor = ThreadPoolExecutor(settings.RELAY_MAX_STREAMS, thread_name_prefix="relay")
         self._keeper: threading.Thread | None = None
+        self._keeper_stop = threading.Event()
         self._ready: dict[asyncio.AbstractEventLoop, list[RunHandle]] = {}
         self._ready_lock = threading.Lock()
         self._lock_loop: asyncio.AbstractEventLoop | None = None
@@ -454,6 +455,7 @@ class Process:
             self.loop = loop
             loop.create_task(self._listen(self.channel))
             if self._keeper is None or not self._keeper.is_alive():
+                self._keeper_stop.clear()
                 self._keeper = threading.Thread(target=self._keep, name="relay-keeper", daemon=True)
                 self._keeper.start()
 
@@ -512,8 +514,7 @@ class Process:
         """
         tick = min(settings.RELAY_CHECKPOINT_SECONDS, settings.RELAY_HEARTBEAT_SECONDS)
         next_beat = time.monotonic() + settings.RELAY_HEARTBEAT_SECONDS
-        while True:
-            time.sleep(tick)
+        while not self._keeper_stop.wait(tick):
             try:
                 self.checkpoint()
                 if time.monotonic() >= next_beat:
@@ -525,6 +526,12 @@ class Process:
                 log.warning("relay checkpoint or heartbeat failed: %s", exc)
             with contextlib.suppress(Exception):
                 connection.close()
+
+    def stop_keeper(self) -> None:
+        """Stop the keeper thread between ticks (the test run does, before it drops its database)."""
+        self._keeper_stop.set()
+        if self._keeper is not None:
+            self._keeper.join(timeout=10)
 
     def checkpoint(self) -> None:
         """Store the status and text so far (with its seq) of every streaming run that moved.
