@@ -149,6 +149,7 @@ class RunHandle:
         self.output_chars = 0
         self.checkpointed_seq = 0
         self.status_stored = False
+        self.finishing = False
 
     # -- on the event loop
 
@@ -314,7 +315,7 @@ class RunHandle:
         that is (or is about to be) published.
         """
         with self.lock:
-            if self.status != Run.Status.STREAMING:
+            if self.status != Run.Status.STREAMING or self.finishing:
                 return None
             self._seal()
             if self.seq == self.checkpointed_seq and self.status_stored:
@@ -335,9 +336,10 @@ class RunHandle:
     def _finish(self, outcome: str, error: UpstreamError | None) -> None:
         with self.lock:
             self._seal()
-            self.seq += 1
-            self.status = outcome
-            done_seq, choices = self.seq, self.acc.state()
+            # Until run.done is out, a snapshot still says the run is active, numbered below
+            # it: a page that connects meanwhile must take run.done as news, not as a repeat.
+            self.finishing = True
+            done_seq, choices = self.seq + 1, self.acc.state()
         run = Run.objects.select_related("conversation", "user", "provider").get(id=self.run_id)
         stream = getattr(self, "stream", None)
         run.status = outcome
@@ -436,7 +438,6 @@ class Process:
         self.slots = threading.BoundedSemaphore(settings.RELAY_MAX_STREAMS)
         self.executor = ThreadPoolExecutor(settings.RELAY_MAX_STREAMS, thread_name_prefix="relay")
         self._keeper: threading.Thread | None = None
-        self._keeper_stop = threading.Event()
         self._ready: dict[asyncio.AbstractEventLoop, list[RunHandle]] = {}
         self._ready_lock = threading.Lock()
         self._lock_loop: asyncio.AbstractEventLoop | None = None
@@ -455,7 +456,6 @@ class Process:
             self.loop = loop
             loop.create_task(self._listen(self.channel))
             if self._keeper is None or not self._keeper.is_alive():
-                self._keeper_stop.clear()
                 self._keeper = threading.Thread(target=self._keep, name="relay-keeper", daemon=True)
                 self._keeper.start()
 
@@ -514,7 +514,8 @@ class Process:
         """
         tick = min(settings.RELAY_CHECKPOINT_SECONDS, settings.RELAY_HEARTBEAT_SECONDS)
         next_beat = time.monotonic() + settings.RELAY_HEARTBEAT_SECONDS
-        while not self._keeper_stop.wait(tick):
+        while True:
+            time.sleep(tick)
             try:
                 self.checkpoint()
                 if time.monotonic() >= next_beat:
@@ -526,12 +527,6 @@ class Process:
                 log.warning("relay checkpoint or heartbeat failed: %s", exc)
             with contextlib.suppress(Exception):
                 connection.close()
-
-    def stop_keeper(self) -> None:
-        """Stop the keeper thread between ticks (the test run does, before it drops its database)."""
-        self._keeper_stop.set()
-        if self._keeper is not None:
-            self._keeper.join(timeout=10)
 
     def checkpoint(self) -> None:
         """Store the status and text so far (with its seq) of every streaming run that moved.

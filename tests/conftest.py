@@ -8,16 +8,6 @@ from tests.fakes import FakeRelay
 CANARY_KEY = "sk-canary-7f3a9c2e5b1d4e6f8a0b"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def relay_keeper_stops_before_the_database_goes(django_db_setup):
-    """The relay's keeper thread sweeps the database every few seconds: stop it before
-    pytest-django drops the test database (PostgreSQL refuses while it is connected)."""
-    yield
-    from playground import relay
-
-    relay.process.stop_keeper()
-
-
 @pytest.fixture
 def workspace(db):
     workspace = Workspace.objects.create(name="Acme", slug="acme")

@@ -161,6 +161,30 @@ async def test_reasoning_then_answer_timings_are_kept_apart(alice_cookie, conver
     assert run.timing()["reasoning_ms"] >= 250  # three 100 ms gaps between the first thought and the answer
 
 
+async def test_a_page_connecting_while_the_run_finishes_still_gets_its_end(
+    alice_cookie, conversation, provider, monkeypatch
+):
+    """A snapshot taken during the final write says the run is active and is numbered
+    below run.done, so a page that connected then applies run.done instead of dropping it
+    as a repeat (it used to show "completed" with no timing or usage)."""
+    seen = {}
+    save_answer = relay.save_answer
+
+    def spy(run):  # observes the live snapshot at that moment, then writes as usual
+        seen["snapshot"] = relay.local_snapshot(run.id)
+        return save_answer(run)
+
+    monkeypatch.setattr(relay, "save_answer", spy)
+    ws = await watch(alice_cookie, conversation)
+    await submit(alice_cookie, conversation, provider)
+    done = (await receive_until(ws, "run.done"))[-1]
+    snapshot = seen["snapshot"]
+    assert snapshot["status"] in Run.ACTIVE
+    assert snapshot["seq"] < done["seq"]
+    assert snapshot["choices"][0]["content"] == done["run"]["choices"][0]["content"]
+    await ws.disconnect()
+
+
 async def test_two_viewers_see_the_same_run(alice_cookie, bob, conversation, provider):
     bob_cookie = await sync_to_async(session_cookie)(bob)
     first, second = await watch(alice_cookie, conversation), await watch(bob_cookie, conversation)
