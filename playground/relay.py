@@ -550,7 +550,8 @@ class Process:
         quote = connection.ops.quote_name
         assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
         # Only while active: the run's own final write is never overwritten.
-        sql = f"UPDATE {quote(Run._meta.db_table)} SET {assignments} WHERE id = %s AND status IN (%s, %s)"
+        active = ", ".join(["%s"] * len(Run.ACTIVE))
+        sql = f"UPDATE {quote(Run._meta.db_table)} SET {assignments} WHERE id = %s AND status IN ({active})"
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(sql, rows)
 
