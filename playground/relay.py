@@ -147,8 +147,7 @@ class RunHandle:
         self.first_reasoning_at: float | None = None
         self.first_content_at: float | None = None
         self.output_chars = 0
-        self.checkpointed_seq = 0
-        self.status_stored = False
+        self.checkpointed_seq = -1  # nothing stored yet: the first checkpoint stores the status
         self.finishing = False
 
     # -- on the event loop
@@ -318,9 +317,8 @@ class RunHandle:
             if self.status != Run.Status.STREAMING or self.finishing:
                 return None
             self._seal()
-            if self.seq == self.checkpointed_seq and self.status_stored:
+            if self.seq == self.checkpointed_seq:
                 return None
-            self.status_stored = True
             self.checkpointed_seq = self.seq
             flush = bool(self.sealed) and not self.flush_scheduled
             if flush:
