@@ -18,6 +18,7 @@ stopped (their process died) are reconciled as `interrupted` by any process.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -256,12 +257,38 @@ class RunHandle:
             max_retry_wait=settings.UPSTREAM_MAX_RETRY_WAIT,
         )
         self.stream = stream
-        for chunk in stream:
-            deltas = self.acc.apply(chunk)
-            if deltas:
-                self._add(deltas)
+        stream.open()
+        try:
+            reading = stream.read_on_loop(self.loop, self._take_on_loop) if self.loop.is_running() else None
+            if reading is None:
+                for chunk in stream.read():
+                    self._take(chunk)
+            else:
+                self._wait(reading)
+        finally:
+            stream.close()
 
-    def _add(self, deltas: list[dict]) -> None:
+    def _take(self, chunk: dict, on_loop: bool = False) -> None:
+        deltas = self.acc.apply(chunk)
+        if deltas:
+            self._add(deltas, on_loop)
+
+    def _take_on_loop(self, chunk: dict) -> None:
+        self._take(chunk, on_loop=True)
+
+    def _wait(self, reading: concurrent.futures.Future) -> None:
+        """Wait while the loop reads the stream; its end (or error) is the run's."""
+        while True:
+            try:
+                return reading.result(timeout=1)
+            except TimeoutError:
+                if reading.done():  # the stream's own error
+                    raise
+                if not self.loop.is_running():
+                    self.cancel.cancel()
+                    raise UpstreamError("The server stopped while this answer was streaming.") from None
+
+    def _add(self, deltas: list[dict], on_loop: bool = False) -> None:
         if self.first_content_at is None:
             self._note_first_tokens(deltas)
         schedule = False
@@ -280,7 +307,10 @@ class RunHandle:
             if not self.flush_scheduled:
                 self.flush_scheduled = schedule = True
         if schedule:
-            process.wake(self)
+            if on_loop:
+                self._schedule_flush()
+            else:
+                process.wake(self)
         if self.output_chars > settings.RELAY_MAX_OUTPUT_CHARS:
             raise UpstreamError(
                 f"The answer passed the {settings.RELAY_MAX_OUTPUT_CHARS:,} character limit "

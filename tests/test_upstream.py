@@ -5,7 +5,9 @@ Every test talks HTTP to a FakeRelay on 127.0.0.1; nothing in upstream is mocked
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import queue
 import socket
 import threading
 import time
@@ -54,9 +56,49 @@ MODES = ["chunked", "close"]
 # ---------------------------------------------------------------------------- helpers
 
 
+class LoopStream(ChatStream):
+    """A ChatStream whose body is read on an event loop, as the relay reads it.
+
+    Iterating it opens the request, hands the rest to `read_on_loop` on a loop of its own,
+    and yields the chunks that loop passes on; `on_loop` says whether the loop read them
+    (a body that is not an event stream is read by blocking, as ChatStream does).
+    """
+
+    on_loop = False
+
+    def __iter__(self):
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        arrived: queue.SimpleQueue = queue.SimpleQueue()
+        reading = None
+        try:
+            self.open()
+            reading = self.read_on_loop(loop, arrived.put)
+            if reading is None:
+                yield from self.read()
+                return
+            self.on_loop = True
+            reading.add_done_callback(lambda _: arrived.put(None))
+            while (item := arrived.get()) is not None:
+                yield item
+            reading.result()
+        finally:
+            if reading is not None and not reading.done():  # the caller stopped reading
+                self.cancel.cancel()
+                reading.exception(timeout=5)
+            self.close()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+
+
+READERS = {"thread": ChatStream, "loop": LoopStream}
+
+
 def open_stream(relay: FakeRelay, body: dict = BODY, **kwargs) -> ChatStream:
     kwargs.setdefault("deadlines", SAFE)
-    return ChatStream(relay.base_url, KEY, body, **kwargs)
+    return READERS[relay.reader](relay.base_url, KEY, body, **kwargs)
 
 
 def run(relay: FakeRelay, *handlers, **kwargs) -> list[dict]:
@@ -147,9 +189,11 @@ def close_soon(fake: FakeRelay) -> None:
     threading.Thread(target=fake.close, daemon=True).start()
 
 
-@pytest.fixture
-def relay():
+@pytest.fixture(params=READERS)
+def relay(request):
+    """A local relay; each test runs once reading in a thread (blocking), once on a loop."""
     fake = FakeRelay()
+    fake.reader = request.param
     yield fake
     close_soon(fake)
 
@@ -443,6 +487,64 @@ def test_it_parses_a_body_split_at_every_byte_offset(relay, mode, newline):
     results = {at: parse_split(relay, body, at, mode) for at in range(1, len(body))}
 
     assert {at: result for at, result in results.items() if result != expected} == {}
+
+
+def chunked_raw(body: bytes, sizes: list[int]) -> bytes:
+    """`body` in HTTP chunks of the given sizes (the rest in one), with a chunk extension."""
+    out, at = b"", 0
+    for size in [*sizes, len(body)]:
+        part, at = body[at : at + size], at + size
+        if part:
+            out += f"{len(part):x};ext=1\r\n".encode() + part + b"\r\n"
+    return out + b"0\r\n\r\n"
+
+
+def test_it_undoes_chunked_framing_cut_at_every_byte_offset(relay):
+    body = frames([chunk("Hé"), chunk("llo", finish="stop")])
+    raw = chunked_raw(body, [7, 1, 30])
+    results = {}
+    for at in range(1, len(raw)):
+
+        def cut(h, at=at) -> None:
+            # The framing is written by hand, so the cut can fall inside a size line too.
+            h.start(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"}, mode="raw")
+            h.write(raw[:at])
+            time.sleep(0.001)
+            h.write(raw[at:])
+
+        relay.script(cut)
+        try:
+            results[at] = list(open_stream(relay))
+        except UpstreamError as error:
+            results[at] = repr(error)
+
+    expected = [chunk("Hé"), chunk("llo", finish="stop")]
+    assert {at: result for at, result in results.items() if result != expected} == {}
+
+
+@pytest.mark.parametrize(
+    ("answer", "on_loop"),
+    [
+        (sse([chunk("Hi")], mode="chunked"), True),
+        (sse([chunk("Hi")], mode="close"), True),
+        (respond(200, frames([chunk("Hi")]), {"Content-Type": "text/event-stream"}), True),
+        (respond(200, {"choices": [{"index": 0, "message": {"content": "Hi"}}]}), False),
+    ],
+    ids=["chunked", "close-delimited", "content-length", "json"],
+)
+def test_the_loop_reads_every_event_stream_framing_itself(answer, on_loop):
+    relay = FakeRelay()
+    relay.reader = "loop"
+    try:
+        relay.script(answer)
+        stream = open_stream(relay)
+
+        chunks = list(stream)
+
+        assert stream.on_loop is on_loop
+        assert fold(chunks).state()[0]["content"] == "Hi"
+    finally:
+        close_soon(relay)
 
 
 def test_it_decodes_a_stream_the_relay_compressed_although_asked_not_to(relay):
