@@ -1,12 +1,16 @@
 """Runs one generation: upstream chunks -> run state -> channel-layer events.
 
-Each run streams on a thread of a dedicated, capped pool (never the default
-executor or default `sync_to_async`, which share a handful of threads). The
-thread folds chunks into an `Accumulator` and hands the server's event loop at
-most one batch of deltas per coalescing window; the loop numbers each batch with
-`seq` and publishes it to the conversation's group through one sender task per
-run, so events leave in order. At the end the thread writes the final state and
-publishes a `run.done` event carrying all of it.
+Each run has a thread of a dedicated, capped pool (never the default executor
+or default `sync_to_async`, which share a handful of threads). The thread sends
+the request; the server's event loop then reads the event stream
+(`ChatStream.read_on_loop`) while the thread waits, so no thread per stream
+takes turns at the GIL for each chunk. (Bodies only `read()` can take, such as
+JSON answers, compressed or TLS streams, are read on the thread, which hands the
+loop at most one wake-up per coalescing window.) Chunks fold into an
+`Accumulator`; the loop numbers each coalesced batch with `seq` and publishes it
+to the conversation's group through one sender task per run, so events leave in
+order. At the end the thread writes the final state and publishes a `run.done`
+event carrying all of it.
 
 Every process owns a control channel on the channel layer: Stop requests and
 snapshot requests for a run reach the process that runs it through there. A
