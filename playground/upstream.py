@@ -209,6 +209,8 @@ def new_session() -> requests.Session:
     session = requests.Session()
     # No proxies or .netrc from the environment: a key only goes where it was saved for.
     session.trust_env = False
+    # Relays behind a private CA: its certificates, instead of certifi's bundle.
+    session.verify = settings.UPSTREAM_CA_BUNDLE or True
     adapter = _CancellableAdapter(max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -441,9 +443,7 @@ class ChatStream:
         read by blocking (not an event stream, or compressed): use `read()` then.
         """
         body = _body_framing(self._response) if self.streaming else None
-        # TLS sockets stay on read(): decrypted bytes TLS already holds raise no readiness
-        # on the selector, and no test here can speak TLS to a local relay.
-        if body is None or self._sock is None or isinstance(self._sock, ssl.SSLSocket):
+        if body is None or self._sock is None:
             return None
         done: concurrent.futures.Future = concurrent.futures.Future()
         reader = LoopReader(self, loop, on_chunk, body, done)
@@ -709,6 +709,7 @@ class LoopReader:
         self.done = done
         self.sock: socket.socket = stream._sock
         self.fd = self.sock.fileno()
+        self.tls = isinstance(self.sock, ssl.SSLSocket)
         self.events = _EventCutter()
         self.timer: asyncio.TimerHandle | None = None
         self.watching = False
@@ -721,21 +722,31 @@ class LoopReader:
             self.watching = True
             self._arm()
             self._take(head_bytes, eof=False)
+            if self.tls:
+                self._readable()  # what TLS decrypted beyond http.client's buffer
         except BaseException as exc:
             self._end(exc)
 
     def _readable(self) -> None:
         try:
-            try:
-                piece = self.sock.recv(READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self.stream._raise_if_cancelled()
-                raise IncompleteStream(
-                    f"The connection to the relay broke mid-answer ({type(exc).__name__})."
-                ) from None
-            self._take(piece, eof=not piece)
+            pieces, eof = [], False
+            while True:
+                try:
+                    piece = self.sock.recv(READ_SIZE)
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    break
+                except OSError as exc:
+                    self.stream._raise_if_cancelled()
+                    raise IncompleteStream(
+                        f"The connection to the relay broke mid-answer ({type(exc).__name__})."
+                    ) from None
+                eof = not piece
+                pieces.append(piece)
+                # Bytes TLS has already decrypted raise no readiness on the selector.
+                if eof or not (self.tls and self.sock.pending()):
+                    break
+            if pieces:
+                self._take(b"".join(pieces), eof)
         except BaseException as exc:
             self._end(exc)
 
@@ -788,7 +799,10 @@ class LoopReader:
 def _buffered(response: requests.Response) -> bytes:
     """Body bytes http.client read along with the head (its socket is non-blocking now)."""
     buffer = response.raw._fp.fp
-    ready = buffer.peek()  # what it holds; b"" when empty and nothing more is readable yet
+    try:
+        ready = buffer.peek()  # what it holds; b"" when empty and nothing is readable yet
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):  # the same, over TLS
+        return b""
     return buffer.read1(len(ready)) if ready else b""
 
 

@@ -5,6 +5,7 @@ misbehaves on purpose when a test scripts it to.
     relay.base_url                # "http://127.0.0.1:<port>/v1"
     relay.script(sse([...]))      # the next request gets this; then the default
     relay.requests[-1].body       # what the client sent, parsed
+    FakeRelay(tls=tls_context(d)) # the same over HTTPS, with a certificate for 127.0.0.1
 
 With nothing scripted it answers like a seed relay: the last user message echoed
 word by word (streamed when `stream` is true, usage last when asked), or JSON.
@@ -12,14 +13,23 @@ word by word (streamed when `stream` is true, usage last when asked), or JSON.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 @dataclass
@@ -256,11 +266,14 @@ class FakeRelay:
 
     requests: list[Received] = field(default_factory=list)
     reply: str = "Hello from the fake relay"
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         self._scripts: deque[Handler] = deque()
         self.disconnected = threading.Event()
         self.server = _Server(("127.0.0.1", 0), _Handler)
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         self.server.fake = self
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
@@ -271,7 +284,7 @@ class FakeRelay:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     def script(self, *handlers: Handler) -> FakeRelay:
         self._scripts.extend(handlers)
@@ -331,3 +344,40 @@ class FakeRelay:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def tls_context(directory: Path) -> ssl.SSLContext:
+    """A server context with a new self-signed certificate for 127.0.0.1.
+
+    The certificate is written to `directory / "ca.pem"`: the file to trust it by
+    (PLAYGROUND_CA_BUNDLE).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake relay")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "ca.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context

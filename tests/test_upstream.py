@@ -42,6 +42,7 @@ from tests.fakes import (
     respond,
     slow_stream,
     sse,
+    tls_context,
     trickle,
     usage_chunk,
 )
@@ -545,6 +546,68 @@ def test_the_loop_reads_every_event_stream_framing_itself(answer, on_loop):
         assert fold(chunks).state()[0]["content"] == "Hi"
     finally:
         close_soon(relay)
+
+
+@pytest.fixture(params=READERS)
+def tls_relay(request, tmp_path, settings):
+    """A local relay over HTTPS, its certificate trusted through PLAYGROUND_CA_BUNDLE."""
+    fake = FakeRelay(tls=tls_context(tmp_path))
+    fake.reader = request.param
+    settings.UPSTREAM_CA_BUNDLE = str(tmp_path / "ca.pem")
+    yield fake
+    close_soon(fake)
+
+
+def test_it_streams_from_a_relay_over_tls(tls_relay):
+    # 120 KB in three writes: reads end inside TLS records, and TLS holds decrypted bytes
+    # the selector does not announce.
+    events = [chunk(f"w{i} " * 60) for i in range(300)]
+    body = frames(events)
+    tls_relay.script(sse(body, pieces=[len(body) // 3, 2 * len(body) // 3], delay=0.05))
+    stream = open_stream(tls_relay)
+
+    assert list(stream) == events
+    assert getattr(stream, "on_loop", False) is (tls_relay.reader == "loop")
+
+
+def test_it_reads_what_tls_decrypted_along_with_the_head(tls_relay):
+    # Head and body in one write of one TLS record (at most 16 KB): http.client's 8 KB read
+    # of the head leaves the rest decrypted inside TLS, where no selector sees it.
+    events = [chunk(f"w{i} " * 60) for i in range(28)]
+    body = chunked_raw(frames(events), [])
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert 8192 < len(head + body) <= 16384
+
+    def all_at_once(h) -> None:
+        h.wfile.write(head + body)
+        h.wfile.flush()
+        time.sleep(4)  # then nothing more: no readiness from the socket until this ends
+        h.close_connection = True
+
+    tls_relay.script(all_at_once)
+    started = time.monotonic()
+
+    assert list(open_stream(tls_relay)) == events
+    assert time.monotonic() - started < 2
+
+
+def test_it_stops_a_stream_over_tls_within_a_second(tls_relay):
+    consumer, stopped_at = stop_mid_stream(tls_relay)
+
+    assert type(consumer.error) is Cancelled
+    assert consumer.ended_at - stopped_at < 1
+
+
+def test_it_refuses_a_relay_whose_certificate_it_does_not_trust(tls_relay, settings):
+    settings.UPSTREAM_CA_BUNDLE = None
+
+    error = failure(tls_relay, sse([chunk("Hi")]))
+
+    assert type(error) is ConnectError
+    assert (
+        error.message
+        == f"The TLS handshake with 127.0.0.1:{tls_relay.port} failed; check the base URL's scheme."
+    )
 
 
 def test_it_decodes_a_stream_the_relay_compressed_although_asked_not_to(relay):
