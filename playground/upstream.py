@@ -682,11 +682,12 @@ def _socket_of(response: requests.Response) -> socket.socket | None:
 class LoopReader:
     """Reads one opened stream on an event loop, without a thread waiting for it.
 
-    A thread per stream, each blocked in recv(), was the largest cost of relaying many
-    streams: every chunk woke a thread, which then queued for the GIL behind the others
-    (at 50 streams × 50 chunks/s: 0.8–0.9 ms of CPU per chunk, 4–5 context switches
-    each, and the server saturated). Here the loop's selector says which sockets have
-    bytes; each is read once, non-blocking, and its complete events parsed at once.
+    With a thread per stream blocked in recv(), every chunk woke a thread that then
+    queued for the GIL behind the others: at 50 streams × 50 chunks/s, 4.6 context
+    switches per chunk, and Daphne spent 714–795 µs of CPU per chunk. Here the loop's
+    selector says which sockets have bytes; each is read once, non-blocking, and its
+    whole events parsed at once: 601–632 µs per chunk in the same runs, added latency
+    p50 108 ms instead of 157 (benchmarks/relay.py, 3 interleaved runs each).
 
     requests has already sent the request and read the response's head; the body's
     framing (chunked, Content-Length or close-delimited) is undone by `_body_framing`,
