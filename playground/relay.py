@@ -4,9 +4,9 @@ Each run has a thread of a dedicated, capped pool (never the default executor
 or default `sync_to_async`, which share a handful of threads). The thread sends
 the request; the server's event loop then reads the event stream
 (`ChatStream.read_on_loop`) while the thread waits, so no thread per stream
-takes turns at the GIL for each chunk. (Bodies only `read()` can take, such as
-JSON answers, compressed or TLS streams, are read on the thread, which hands the
-loop at most one wake-up per coalescing window.) Chunks fold into an
+takes turns at the GIL for each chunk. (Bodies only `read()` can take, JSON
+answers and compressed streams, are read on the thread, which hands the loop at
+most one wake-up per coalescing window.) Chunks fold into an
 `Accumulator`; the loop numbers each coalesced batch with `seq` and publishes it
 to the conversation's group through one sender task per run, so events leave in
 order. At the end the thread writes the final state and publishes a `run.done`
