@@ -27,6 +27,10 @@ class Forbidden(Exception):
     pass
 
 
+class LoggedOut(Exception):
+    pass
+
+
 def json_error(status: int, message: str, **extra) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
@@ -226,10 +230,14 @@ def conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
     return JsonResponse(transcript(conv))
 
 
-def announce(conversation_id: int, **change) -> None:
+async def aannounce(conversation_id: int, **change) -> None:
     """Tell everyone watching a conversation that its title changed or it is gone."""
     event = {"type": "conversation.changed", "conversation": conversation_id, **change}
-    async_to_sync(get_channel_layer().group_send)(f"conversation-{conversation_id}", event)
+    await get_channel_layer().group_send(f"conversation-{conversation_id}", event)
+
+
+def announce(conversation_id: int, **change) -> None:
+    async_to_sync(aannounce)(conversation_id, **change)
 
 
 def transcript(conv: Conversation) -> dict:
@@ -248,12 +256,13 @@ async def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse
     """Validate, store the user's message and a queued run, and start the relay."""
     if request.method != "POST":
         return json_error(405, "POST a run.")
-    user = await request.auser()
-    if not user.is_authenticated:
-        return json_error(401, "Log in first.")
     demo = relay.Target(demo_base_url(request), "", {"Host": request.get_host()})
     try:
-        prepared = await sync_to_async(prepare_run)(user, conversation_id, request.body, demo)
+        # One trip to the sync thread, which loads the session and user too: awaiting
+        # request.auser() first took two more, each queued behind other submissions.
+        prepared = await sync_to_async(prepare_run)(request.user, conversation_id, request.body, demo)
+    except LoggedOut:
+        return json_error(401, "Log in first.")
     except Invalid as exc:
         return json_error(400, str(exc), fields=exc.errors)
     except Forbidden as exc:
@@ -262,12 +271,16 @@ async def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse
         return json_error(404, "Not found, or not in your workspaces.")
     except relay.RelayBusy as exc:
         return json_error(503, exc.message, busy=True)
-    run, target, slot, messages = prepared
+    run, target, slot, messages, title = prepared
     await relay.start_run(run, target, slot, messages)
+    if title is not None:  # the first message named the conversation
+        await aannounce(conversation_id, title=title)
     return JsonResponse({"run": run.to_dict(), "messages": messages}, status=201)
 
 
 def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
+    if not user.is_authenticated:
+        raise LoggedOut()
     conv = conversation_for(user, conversation_id, write=True)
     try:
         data = clean_submission(json.loads(raw or b"null"))
@@ -287,11 +300,11 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
     target = relay.Target(base_url, api_key, {**provider.extra_headers, **headers})
     slot = relay.reserve_slot()
     try:
-        run, messages = create_run(user, conv, provider, data, target)
+        run, messages, title = create_run(user, conv, provider, data, target)
     except BaseException:
         slot.release()
         raise
-    return run, target, slot, messages
+    return run, target, slot, messages, title
 
 
 @transaction.atomic
@@ -329,12 +342,12 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
         heartbeat_at=timezone.now(),
         owner=relay.process.channel,
     )
+    title = None
     if conv.title == "New conversation" and data["message"]:
-        conv.title = title_from(data["message"])
-        transaction.on_commit(lambda: announce(conv.id, title=conv.title))
+        conv.title = title = title_from(data["message"])
     conv.updated_at = timezone.now()
     conv.save(update_fields=["title", "updated_at"])
-    return run, [m.to_dict() for m in [*changed, *new]]
+    return run, [m.to_dict() for m in [*changed, *new]], title
 
 
 def sync_system_prompt(conv: Conversation, system: str) -> list[Message]:

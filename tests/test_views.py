@@ -49,6 +49,12 @@ def test_the_api_answers_401_without_a_login(db):
     assert response.json() == {"error": "Log in first."}
 
 
+def test_submitting_a_run_answers_401_without_a_login(db):
+    response = Client().post("/api/conversations/1/runs/", {}, content_type="application/json")
+    assert response.status_code == 401
+    assert response.json() == {"error": "Log in first."}
+
+
 def test_members_create_rename_and_delete_conversations(as_alice):
     created = as_alice.post("/api/conversations/", {}, content_type="application/json").json()
     assert created["title"] == "New conversation"
