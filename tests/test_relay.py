@@ -464,6 +464,28 @@ async def test_watchers_hear_of_a_rename_and_a_delete(alice_cookie, conversation
     await ws.disconnect()
 
 
+@pytest.mark.parametrize(("stream", "read_by_thread"), [(True, False), (False, True)])
+async def test_an_event_stream_is_read_on_the_event_loop(
+    alice_cookie, conversation, provider, monkeypatch, stream, read_by_thread
+):
+    """A streamed answer is read by the server's loop; a JSON answer by the relay thread."""
+    threads_read = []
+    read = relay.ChatStream.read
+
+    def spy(self):
+        threads_read.append(self.body["stream"])
+        return read(self)
+
+    monkeypatch.setattr(relay.ChatStream, "read", spy)
+
+    status, data = await submit(alice_cookie, conversation, provider, "Hello", stream=stream)
+    run = await wait_for(data["run"]["id"])
+
+    assert (status, run.status) == (201, "completed")
+    assert run.output[0]["content"] == "Hello from the fake relay"
+    assert bool(threads_read) is read_by_thread
+
+
 async def test_the_first_message_names_the_conversation_for_watchers(alice_cookie, conversation, provider):
     ws = await watch(alice_cookie, conversation)
     await ws.receive_json_from()
