@@ -218,7 +218,8 @@ class RunHandle:
         self.sealed.append({"type": "run.delta", "run": self.run_id, "seq": self.seq, "choices": choices})
         self.pending = {}
 
-    # -- on the relay thread
+    # -- on the relay thread (and, while the loop reads the stream, `_take_on_loop` and
+    # `_add` on the loop)
 
     def execute(self) -> None:
         outcome, error = Run.Status.FAILED, None

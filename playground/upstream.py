@@ -18,6 +18,7 @@ import http.client
 import json
 import logging
 import random
+import re
 import socket
 import ssl
 import threading
@@ -42,6 +43,7 @@ MAX_ERROR_TEXT = 400
 READ_SIZE = 65536
 MAX_FRAMES = 5000  # raw frames kept per run for the inspector
 MAX_FRAME_BYTES = 2_000_000
+MAX_EVENT_BYTES = 16 * 2**20  # one SSE event, read on the loop
 
 
 # ---------------------------------------------------------------------------- errors
@@ -692,7 +694,8 @@ class LoopReader:
     requests has already sent the request and read the response's head; the body's
     framing (chunked, Content-Length or close-delimited) is undone by `_body_framing`,
     then events are cut at their blank lines and parsed by sseclient-py, as in `read()`.
-    Deadlines are loop timers; Stop shuts the socket down, which the loop sees as EOF.
+    Deadlines are loop timers. Stop shuts the socket down, which wakes the loop; a
+    stopped stream ends as `Cancelled`, whatever the socket returned meanwhile.
     """
 
     def __init__(
@@ -723,7 +726,7 @@ class LoopReader:
             self.watching = True
             self._arm()
             self._take(head_bytes, eof=False)
-            if self.tls:
+            if self.tls and not self.done.done():
                 self._readable()  # what TLS decrypted beyond http.client's buffer
         except BaseException as exc:
             self._end(exc)
@@ -757,6 +760,9 @@ class LoopReader:
         body = self.body.feed(data)
         if self._relay(self.events.feed(body)):
             return
+        if self.body.broken:
+            self.stream._raise_if_cancelled()
+            raise IncompleteStream("The relay broke the chunked encoding of its answer.")
         if eof or self.body.ended:
             # As sseclient-py does at EOF, the unterminated tail is an event too; one that
             # does not parse was cut off.
@@ -790,6 +796,10 @@ class LoopReader:
             self.watching = False
         if self.timer is not None:
             self.timer.cancel()
+        if error is not None and self.stream.cancel.cancelled and not isinstance(error, Cancelled):
+            # Stopped: whatever the shut-down socket gave meanwhile (over TLS, raw bytes)
+            # is not the relay's failure.
+            error = Cancelled("Stopped.")
         if not self.done.done():
             if error is None:
                 self.done.set_result(None)
@@ -808,12 +818,20 @@ def _buffered(response: requests.Response) -> bytes:
 
 
 class _Framing:
-    """Undoes an HTTP/1.1 body's framing as bytes arrive; `ended` once the body is whole."""
+    """Undoes an HTTP/1.1 body's framing as bytes arrive; `ended` once the body is whole.
+
+    Broken framing sets `broken`, after returning the bytes decoded before it, so the
+    events they hold are still relayed.
+    """
 
     ended = False
+    broken = False
 
     def feed(self, data: bytes) -> bytes:
         return data
+
+
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class _Chunked(_Framing):
@@ -824,7 +842,7 @@ class _Chunked(_Framing):
 
     def feed(self, data: bytes) -> bytes:
         pending, out = self.pending + data, []
-        while pending and not self.ended:
+        while pending and not self.ended and not self.broken:
             if self.left:
                 out.append(pending[: self.left])
                 self.left -= len(out[-1])
@@ -837,7 +855,8 @@ class _Chunked(_Framing):
                 elif pending.startswith(b"\n"):
                     pending = pending[1:]
                 elif pending != b"\r":
-                    raise IncompleteStream("The relay broke the chunked encoding of its answer.")
+                    self.broken = True
+                    break
                 else:
                     break
                 self.crlf = False
@@ -845,13 +864,15 @@ class _Chunked(_Framing):
             end = pending.find(b"\n")
             if end < 0:
                 if len(pending) > 1024:
-                    raise IncompleteStream("The relay broke the chunked encoding of its answer.")
+                    self.broken = True
                 break
             line, pending = pending[:end], pending[end + 1 :]
-            try:
-                self.left = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise IncompleteStream("The relay broke the chunked encoding of its answer.") from None
+            size = line.split(b";", 1)[0].strip()
+            # Hex digits only: int() would also take "-1" (and loop here for ever), "0x", "_".
+            if not _HEX.fullmatch(size):
+                self.broken = True
+                break
+            self.left = int(size, 16)
             self.ended = self.left == 0  # trailers after the last chunk are not read
         self.pending = pending
         return b"".join(out)
@@ -890,26 +911,44 @@ class _EventCutter:
     """Cuts bytes into whole events (at their blank line) for sseclient-py to parse.
 
     sseclient-py pulls from an iterator and keeps its partial event inside a generator,
-    so it cannot be handed bytes as they come. The tail after the last blank line waits
-    here for the rest; whole events go to sseclient-py, which then parses them exactly as
-    `read()` does.
+    so it cannot be handed bytes as they come. The bytes after the last blank line wait
+    here for the rest; whole events go to sseclient-py, which then parses them exactly
+    as `read()` does. Each piece is searched once (with the 3 bytes before it, where a
+    blank line may begin), so a long event costs linear time, and an event that never
+    ends is refused past MAX_EVENT_BYTES.
     """
 
     BLANK_LINES = (b"\n\n", b"\r\r", b"\r\n\r\n")  # sseclient-py's event ends
 
     def __init__(self) -> None:
-        self.tail = b""
+        self.held: list[bytes] = []  # bytes after the last blank line
+        self.size = 0
+        self.edge = b""  # the last 3 of them: a blank line may begin there
 
     def feed(self, data: bytes) -> Iterator[sseclient.Event]:
         if not data:
             return iter(())
-        data = self.tail + data
-        end = max(data.rfind(blank) + len(blank) if blank in data else 0 for blank in self.BLANK_LINES)
-        whole, self.tail = data[:end], data[end:]
-        return sseclient.SSEClient((whole,)).events() if whole else iter(())
+        window = self.edge + data
+        end = max(window.rfind(blank) + len(blank) if blank in window else 0 for blank in self.BLANK_LINES)
+        if not end:  # (what is held has no blank line, so one found ends in `data`)
+            self.edge = window[-3:]
+            self.held.append(data)
+            self.size += len(data)
+            if self.size > MAX_EVENT_BYTES:
+                raise ProtocolError(
+                    f"The relay sent {MAX_EVENT_BYTES // 2**20} MB without ending an event "
+                    "(a blank line): that is not an event stream as the API sends it."
+                )
+            return iter(())
+        cut = end - len(self.edge)  # where in `data` the last whole event ends
+        whole = b"".join([*self.held, data[:cut]])
+        rest = data[cut:]
+        self.held, self.size, self.edge = ([rest] if rest else []), len(rest), rest[-3:]
+        return sseclient.SSEClient((whole,)).events()
 
     def rest(self) -> Iterator[sseclient.Event]:
-        tail, self.tail = self.tail, b""
+        tail = b"".join(self.held)
+        self.held, self.size, self.edge = [], 0, b""
         return sseclient.SSEClient((tail,)).events()
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from functools import wraps
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -21,6 +22,8 @@ from playground.models import Conversation, Membership, Message, Provider, Run, 
 from playground.snippets import ImportError_, code_for, parse_request
 from playground.tokens import content_text
 from playground.upstream import UpstreamError, build_headers, list_models, masked_headers, wire_json
+
+log = logging.getLogger(__name__)
 
 
 class Forbidden(Exception):
@@ -274,7 +277,10 @@ async def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse
     run, target, slot, messages, title = prepared
     await relay.start_run(run, target, slot, messages)
     if title is not None:  # the first message named the conversation
-        await aannounce(conversation_id, title=title)
+        try:
+            await aannounce(conversation_id, title=title)
+        except Exception:  # the run streams already: a 500 now would invite a duplicate
+            log.warning("could not announce conversation %s's new title", conversation_id, exc_info=True)
     return JsonResponse({"run": run.to_dict(), "messages": messages}, status=201)
 
 

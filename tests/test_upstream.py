@@ -68,7 +68,7 @@ class LoopStream(ChatStream):
     on_loop = False
 
     def __iter__(self):
-        loop = asyncio.new_event_loop()
+        self.loop = loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, daemon=True)
         thread.start()
         arrived: queue.SimpleQueue = queue.SimpleQueue()
@@ -521,6 +521,53 @@ def test_it_undoes_chunked_framing_cut_at_every_byte_offset(relay):
 
     expected = [chunk("Hé"), chunk("llo", finish="stop")]
     assert {at: result for at, result in results.items() if result != expected} == {}
+
+
+@pytest.mark.parametrize("size", [b"-1", b"-3", b"0x5", b"+5", b"5_"])
+def test_the_loop_refuses_a_chunk_size_that_is_not_hex_digits(size):
+    """Read on the loop, the framing is ours (read() leaves it to http.client, and its
+    idle deadline): a size int() would take must end the stream, not spin the loop."""
+    relay = FakeRelay()
+    relay.reader = "loop"
+
+    def bad_size(h) -> None:
+        h.start(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"}, mode="raw")
+        first = frames([chunk("Hi")], done=False)
+        h.write(f"{len(first):x}\r\n".encode() + first + b"\r\n")
+        h.write(size + b"\r\nabcdefgh\r\n")
+        time.sleep(2)  # then hold the connection open: only the framing can end this
+
+    try:
+        received, error = run_until_failure(relay, bad_size)
+    finally:
+        close_soon(relay)
+
+    assert received == [chunk("Hi")]  # what came before the broken framing is kept
+    assert type(error) is IncompleteStream
+    assert error.message == "The relay broke the chunked encoding of its answer."
+
+
+def test_a_stream_stopped_over_tls_ends_stopped_whatever_the_socket_still_held(tmp_path, settings):
+    relay = FakeRelay(tls=tls_context(tmp_path))
+    relay.reader = "loop"
+    settings.UPSTREAM_CA_BUNDLE = str(tmp_path / "ca.pem")
+    try:
+        relay.script(slow_stream(words=400, every=0.01))
+        token = CancelToken()
+        stream = open_stream(relay, cancel=token)
+        consumer = Consumer(stream)
+        consumer.start()
+        consumer.wait_for(4)
+        # The loop is busy while more encrypted bytes arrive; after the stop, the shut-down
+        # TLS socket hands them over raw.
+        stream.loop.call_soon_threadsafe(time.sleep, 0.6)
+        time.sleep(0.3)
+        token.cancel()
+        consumer.join(5)
+
+        assert type(consumer.error) is Cancelled
+    finally:
+        close_soon(relay)
 
 
 @pytest.mark.parametrize(
