@@ -245,6 +245,14 @@ def build_headers(api_key: str, extra: dict[str, str] | None, *, stream: bool) -
     return headers
 
 
+def is_event_stream(response: requests.Response) -> bool:
+    return "text/event-stream" in response.headers.get("Content-Type", "")
+
+
+def is_uncompressed(response: requests.Response) -> bool:
+    return response.headers.get("Content-Encoding", "identity").lower() in ("", "identity")
+
+
 def masked_headers(headers: dict[str, str]) -> dict[str, str]:
     shown = dict(headers)
     if "Authorization" in shown:
@@ -391,6 +399,8 @@ class ChatStream:
         self.started_at = time.monotonic()
         self._last_data_at = self.started_at
         self._sock: socket.socket | None = None
+        self._session: requests.Session | None = None
+        self._response: requests.Response | None = None
         self.frames: list[list] = []
         self.frames_bytes = 0
         self.frames_dropped = 0
@@ -428,11 +438,10 @@ class ChatStream:
     def read(self) -> Iterator[dict]:
         """The chunks, blocking this thread while it waits for the relay."""
         response = self._response
-        content_type = response.headers.get("Content-Type", "")
-        if self.streaming and "text/event-stream" in content_type:
+        if self.streaming and is_event_stream(response):
             yield from self._events(response)
         else:
-            yield self._single(response, content_type)
+            yield self._single(response, response.headers.get("Content-Type", ""))
 
     def read_on_loop(
         self, loop: asyncio.AbstractEventLoop, on_chunk: Callable[[dict], None]
@@ -444,7 +453,10 @@ class ChatStream:
         stream (an exception from `on_chunk` included). None when this response can only be
         read by blocking (not an event stream, or compressed): use `read()` then.
         """
-        body = _body_framing(self._response) if self.streaming else None
+        response = self._response
+        if not (self.streaming and is_event_stream(response) and is_uncompressed(response)):
+            return None
+        body = _body_framing(response)
         if body is None or self._sock is None:
             return None
         done: concurrent.futures.Future = concurrent.futures.Future()
@@ -455,10 +467,10 @@ class ChatStream:
     def close(self) -> None:
         """Hang up now, whatever went wrong: a relay still writing is still generating (and
         billing); a traceback would otherwise keep the socket open."""
-        response, self._response = getattr(self, "_response", None), None
+        response, self._response = self._response, None
         if response is not None:
             response.close()
-        session, self._session = getattr(self, "_session", None), None
+        session, self._session = self._session, None
         if session is not None:
             session.close()
 
@@ -538,7 +550,7 @@ class ChatStream:
         reading one stream, median of 4 runs each). A relay that compresses anyway is read
         through urllib3, which decodes (it was read undecoded before, and failed).
         """
-        if response.headers.get("Content-Encoding", "identity").lower() in ("", "identity"):
+        if is_uncompressed(response):
             read = (getattr(response.raw, "_fp", None) or response.raw).read1
         else:
             read = functools.partial(response.raw.read1, decode_content=True)
@@ -891,14 +903,9 @@ class _Length(_Framing):
 
 
 def _body_framing(response: requests.Response) -> _Framing | None:
-    """How to read this event stream's body on a loop; None when only `read()` can."""
+    """How to undo this body's framing on a loop; None when only `read()` can read it."""
     head = getattr(response.raw, "_fp", None)
-    if (
-        not isinstance(head, http.client.HTTPResponse)
-        or head.fp is None
-        or "text/event-stream" not in response.headers.get("Content-Type", "")
-        or response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
-    ):
+    if not isinstance(head, http.client.HTTPResponse) or head.fp is None:
         return None
     if head.chunked:
         return _Chunked()
@@ -929,7 +936,9 @@ class _EventCutter:
         if not data:
             return iter(())
         window = self.edge + data
-        end = max(window.rfind(blank) + len(blank) if blank in window else 0 for blank in self.BLANK_LINES)
+        end = max(
+            (at + len(blank) for blank in self.BLANK_LINES if (at := window.rfind(blank)) >= 0), default=0
+        )
         if not end:  # (what is held has no blank line, so one found ends in `data`)
             self.edge = window[-3:]
             self.held.append(data)

@@ -6,11 +6,14 @@ Every test talks HTTP to a FakeRelay on 127.0.0.1; nothing in upstream is mocked
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import queue
 import socket
+import ssl
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -190,13 +193,43 @@ def close_soon(fake: FakeRelay) -> None:
     threading.Thread(target=fake.close, daemon=True).start()
 
 
+@contextlib.contextmanager
+def serving(reader: str, tls: ssl.SSLContext | None = None) -> Iterator[FakeRelay]:
+    """A local relay whose streams the tests read with `reader` ("thread" or "loop")."""
+    fake = FakeRelay(tls=tls)
+    fake.reader = reader
+    try:
+        yield fake
+    finally:
+        close_soon(fake)
+
+
+def trusted_tls(tmp_path, settings) -> ssl.SSLContext:
+    """A new certificate for a relay, trusted through PLAYGROUND_CA_BUNDLE."""
+    context = tls_context(tmp_path)
+    settings.UPSTREAM_CA_BUNDLE = str(tmp_path / "ca.pem")
+    return context
+
+
 @pytest.fixture(params=READERS)
 def relay(request):
     """A local relay; each test runs once reading in a thread (blocking), once on a loop."""
-    fake = FakeRelay()
-    fake.reader = request.param
-    yield fake
-    close_soon(fake)
+    with serving(request.param) as fake:
+        yield fake
+
+
+@pytest.fixture
+def loop_relay():
+    """A local relay read on a loop only: for what only the loop reader does itself."""
+    with serving("loop") as fake:
+        yield fake
+
+
+@pytest.fixture(params=READERS)
+def tls_relay(request, tmp_path, settings):
+    """A local relay over HTTPS, read both ways."""
+    with serving(request.param, trusted_tls(tmp_path, settings)) as fake:
+        yield fake
 
 
 # ---------------------------------------------------------------------------- chunk shapes
@@ -524,11 +557,9 @@ def test_it_undoes_chunked_framing_cut_at_every_byte_offset(relay):
 
 
 @pytest.mark.parametrize("size", [b"-1", b"-3", b"0x5", b"+5", b"5_"])
-def test_the_loop_refuses_a_chunk_size_that_is_not_hex_digits(size):
+def test_the_loop_refuses_a_chunk_size_that_is_not_hex_digits(loop_relay, size):
     """Read on the loop, the framing is ours (read() leaves it to http.client, and its
     idle deadline): a size int() would take must end the stream, not spin the loop."""
-    relay = FakeRelay()
-    relay.reader = "loop"
 
     def bad_size(h) -> None:
         h.start(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"}, mode="raw")
@@ -537,10 +568,7 @@ def test_the_loop_refuses_a_chunk_size_that_is_not_hex_digits(size):
         h.write(size + b"\r\nabcdefgh\r\n")
         time.sleep(2)  # then hold the connection open: only the framing can end this
 
-    try:
-        received, error = run_until_failure(relay, bad_size)
-    finally:
-        close_soon(relay)
+    received, error = run_until_failure(loop_relay, bad_size)
 
     assert received == [chunk("Hi")]  # what came before the broken framing is kept
     assert type(error) is IncompleteStream
@@ -548,10 +576,7 @@ def test_the_loop_refuses_a_chunk_size_that_is_not_hex_digits(size):
 
 
 def test_a_stream_stopped_over_tls_ends_stopped_whatever_the_socket_still_held(tmp_path, settings):
-    relay = FakeRelay(tls=tls_context(tmp_path))
-    relay.reader = "loop"
-    settings.UPSTREAM_CA_BUNDLE = str(tmp_path / "ca.pem")
-    try:
+    with serving("loop", trusted_tls(tmp_path, settings)) as relay:
         relay.script(slow_stream(words=400, every=0.01))
         token = CancelToken()
         stream = open_stream(relay, cancel=token)
@@ -565,9 +590,7 @@ def test_a_stream_stopped_over_tls_ends_stopped_whatever_the_socket_still_held(t
         token.cancel()
         consumer.join(5)
 
-        assert type(consumer.error) is Cancelled
-    finally:
-        close_soon(relay)
+    assert type(consumer.error) is Cancelled
 
 
 @pytest.mark.parametrize(
@@ -580,29 +603,14 @@ def test_a_stream_stopped_over_tls_ends_stopped_whatever_the_socket_still_held(t
     ],
     ids=["chunked", "close-delimited", "content-length", "json"],
 )
-def test_the_loop_reads_every_event_stream_framing_itself(answer, on_loop):
-    relay = FakeRelay()
-    relay.reader = "loop"
-    try:
-        relay.script(answer)
-        stream = open_stream(relay)
+def test_the_loop_reads_every_event_stream_framing_itself(loop_relay, answer, on_loop):
+    loop_relay.script(answer)
+    stream = open_stream(loop_relay)
 
-        chunks = list(stream)
+    chunks = list(stream)
 
-        assert stream.on_loop is on_loop
-        assert fold(chunks).state()[0]["content"] == "Hi"
-    finally:
-        close_soon(relay)
-
-
-@pytest.fixture(params=READERS)
-def tls_relay(request, tmp_path, settings):
-    """A local relay over HTTPS, its certificate trusted through PLAYGROUND_CA_BUNDLE."""
-    fake = FakeRelay(tls=tls_context(tmp_path))
-    fake.reader = request.param
-    settings.UPSTREAM_CA_BUNDLE = str(tmp_path / "ca.pem")
-    yield fake
-    close_soon(fake)
+    assert stream.on_loop is on_loop
+    assert fold(chunks).state()[0]["content"] == "Hi"
 
 
 def test_it_streams_from_a_relay_over_tls(tls_relay):
