@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -92,6 +93,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def send_json(self, content: dict, close: bool = False) -> None:
+        """One websocket frame per event, handed straight to the server's send (channels
+        passes it through three more coroutines to get there)."""
+        await self.base_send({"type": "websocket.send", "text": json.dumps(content)})
+        if close:
+            await self.close(close)
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "group", None):

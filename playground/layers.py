@@ -12,6 +12,9 @@ app does not need per message:
 - `send` deep-copies every message for every receiver. Messages here are built
   once by the sender and only read by receivers (consumers serialise them), so
   each receiver gets the same dict: treat received messages as read-only.
+- `receive` builds a new queue on every call (as `setdefault`'s argument), and
+  `group_send` checks every member's name again with a regular expression,
+  although `group_add` checked it.
 """
 
 import asyncio
@@ -36,6 +39,9 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
         assert "__asgi_channel__" not in message
+        self._put(channel, message)
+
+    def _put(self, channel: str, message: dict) -> None:
         queue = self.channels.get(channel)
         if queue is None:
             queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.get_capacity(channel)))
@@ -44,11 +50,28 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
         except asyncio.QueueFull:
             raise ChannelFull(channel) from None
 
+    async def receive(self, channel: str) -> dict:
+        self.require_valid_channel_name(channel)
+        self._clean_expired()
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.get_capacity(channel)))
+        try:
+            _, message = await queue.get()
+        finally:
+            if queue.empty():
+                self.channels.pop(channel, None)
+        return message
+
     async def group_send(self, group: str, message: dict) -> None:
+        self.group_send_now(group, message)
+
+    def group_send_now(self, group: str, message: dict) -> None:
+        """group_send without awaiting: on the layer's loop, delivered when it returns."""
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
         self._clean_expired()
         for channel in list(self.groups.get(group, ())):
             # As channels does, a full receiver misses the message (consumers detect the gap).
             with contextlib.suppress(ChannelFull):
-                await self.send(channel, message)
+                self._put(channel, message)

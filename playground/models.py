@@ -178,13 +178,17 @@ class Conversation(models.Model):
     def group_name(self) -> str:
         return f"conversation-{self.id}"
 
-    def history(self, reasoning_field: str | None = None) -> list[dict]:
+    def history(
+        self, reasoning_field: str | None = None, messages: list[Message] | None = None
+    ) -> list[dict]:
         """The message list to send upstream, in the OpenAI wire shape.
 
         With `reasoning_field`, earlier answers carry their reasoning back: in that
         field ("reasoning_content", "reasoning"), or inline as <think>…</think> ("think").
+        `messages`: the conversation's messages in order, when the caller has them.
         """
-        return [m.to_wire(reasoning_field) for m in self.messages.all() if m.in_history]
+        messages = self.messages.all() if messages is None else messages
+        return [m.to_wire(reasoning_field) for m in messages if m.in_history]
 
     def to_dict(self) -> dict:
         return {

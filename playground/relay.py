@@ -97,7 +97,7 @@ async def start_run(run: Run, target: Target, slot: threading.BoundedSemaphore, 
     handle = RunHandle(run, target, slot, process.loop)
     process.runs[run.id] = handle
     handle.start_sender()
-    handle.outbox.put_nowait({"type": "run.started", "run": run.to_dict(), "messages": messages})
+    handle._publish({"type": "run.started", "run": run.to_dict(), "messages": messages})
     process.executor.submit(handle.execute)
 
 
@@ -131,6 +131,7 @@ def local_snapshot(run_id: int) -> dict | None:
 
 class RunHandle:
     def __init__(self, run: Run, target: Target, slot, loop) -> None:
+        self.run = run  # with its conversation, user and provider, as the submission loaded them
         self.run_id = run.id
         self.group = run.conversation.group_name
         self.body = run.request_body
@@ -147,6 +148,7 @@ class RunHandle:
         self.flush_scheduled = False
         self.last_flush = 0.0
         self.window = settings.RELAY_COALESCE_MS / 1000
+        self.max_output_chars = settings.RELAY_MAX_OUTPUT_CHARS  # read per chunk: not through settings
         self.t0_wall = run.submitted_at
         self.t0_mono = time.monotonic()
         self.first_reasoning_at: float | None = None
@@ -160,6 +162,18 @@ class RunHandle:
     def start_sender(self) -> None:
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.sender = self.loop.create_task(self._send_forever())
+        # The in-memory layer delivers without awaiting: then an event goes out at once
+        # when none is queued before it, saving the sender task a wake-up per event.
+        self.send_now = getattr(get_channel_layer(), "group_send_now", None)
+
+    def _publish(self, event: dict) -> None:
+        if self.send_now is None or not self.outbox.empty():
+            self.outbox.put_nowait(event)
+            return
+        try:
+            self.send_now(self.group, event)
+        except Exception:
+            log.exception("run %s: could not publish an event", self.run_id)
 
     async def _send_forever(self) -> None:
         layer = get_channel_layer()
@@ -183,11 +197,11 @@ class RunHandle:
             self._seal()
             events, self.sealed = self.sealed, []
         for event in events:
-            self.outbox.put_nowait(event)
+            self._publish(event)
 
     async def _publish_done(self, event: dict) -> None:
         self._flush()
-        self.outbox.put_nowait(event)
+        self._publish(event)
         self.outbox.put_nowait(None)
         await self.sender
 
@@ -316,9 +330,9 @@ class RunHandle:
                 self._schedule_flush()
             else:
                 process.wake(self)
-        if self.output_chars > settings.RELAY_MAX_OUTPUT_CHARS:
+        if self.output_chars > self.max_output_chars:
             raise UpstreamError(
-                f"The answer passed the {settings.RELAY_MAX_OUTPUT_CHARS:,} character limit "
+                f"The answer passed the {self.max_output_chars:,} character limit "
                 "(PLAYGROUND_MAX_OUTPUT_CHARS) and was cut there."
             )
 
@@ -373,7 +387,9 @@ class RunHandle:
             # it: a page that connects meanwhile must take run.done as news, not as a repeat.
             self.finishing = True
             done_seq, choices = self.seq + 1, self.acc.state()
-        run = Run.objects.select_related("conversation", "user", "provider").get(id=self.run_id)
+        # The row as submitted: while a run is active nothing else writes the fields below
+        # (turn edits wait for it to end), so it is not read again.
+        run = self.run
         stream = getattr(self, "stream", None)
         run.status = outcome
         run.output = choices
@@ -434,10 +450,37 @@ def record_usage(run: Run, acc: Accumulator) -> None:
     run.usage_estimated = True
 
 
+# What the end of a run writes; the rest of the row (hidden, position…) is left as it is.
+FINAL_FIELDS = [
+    "status",
+    "output",
+    "finish_reasons",
+    "last_seq",
+    "finished_at",
+    "first_byte_at",
+    "first_token_at",
+    "first_reasoning_at",
+    "first_content_at",
+    "response_status",
+    "response_headers",
+    "raw_frames",
+    "frames_dropped",
+    "error_kind",
+    "error_message",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+    "usage_estimated",
+    "cost_usd",
+]
+
+
 @transaction.atomic
 def save_answer(run: Run) -> list[Message]:
     """Write the final run and its answer (one message per choice; the first continues)."""
-    run.save()
+    run.save(update_fields=FINAL_FIELDS)
     messages = [
         Message(
             conversation_id=run.conversation_id,
@@ -455,6 +498,8 @@ def save_answer(run: Run) -> list[Message]:
     ]
     Message.objects.bulk_create(messages)
     Conversation.objects.filter(id=run.conversation_id).update(updated_at=timezone.now())
+    if connection.features.can_return_rows_from_bulk_insert:
+        return messages  # with their ids, in the order the transcript shows them
     return list(Message.objects.filter(run=run))
 
 

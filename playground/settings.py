@@ -52,15 +52,17 @@ INSTALLED_APPS = [
     "playground",
 ]
 
+# Django's usual stack, arranged to cross between the event loop and a thread less
+# often (see playground/middleware.py).
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "playground.middleware.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "playground.middleware.SessionMiddleware",
+    "playground.middleware.CommonMiddleware",
+    "playground.middleware.CsrfViewMiddleware",
+    "playground.middleware.AuthenticationMiddleware",
+    "playground.middleware.MessageMiddleware",
+    "playground.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "playground.urls"

@@ -8,7 +8,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import OuterRef, Q, Subquery
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -72,10 +72,17 @@ def membership_for(user, workspace_id: int) -> Membership:
     return membership
 
 
-def conversation_for(user, conversation_id: int, *, write: bool = False) -> Conversation:
-    conversation = get_object_or_404(Conversation, id=conversation_id)
-    membership = membership_for(user, conversation.workspace_id)
-    if write and not membership.can_run:
+def conversation_for(user, conversation_id: int, *, write: bool = False, lock: bool = False) -> Conversation:
+    """The conversation, if `user` is a member of its workspace: one query, the role
+    read alongside. `lock` (inside a transaction) locks its row until the commit."""
+    role = Membership.objects.filter(user=user, workspace=OuterRef("workspace")).values("role")[:1]
+    conversations = Conversation.objects.annotate(member_role=Subquery(role))
+    if lock:
+        conversations = conversations.select_for_update(of=("self",))
+    conversation = conversations.filter(id=conversation_id).first()
+    if conversation is None or conversation.member_role is None:
+        raise Http404
+    if write and not Membership(role=conversation.member_role).can_run:
         raise Forbidden("Viewers can watch conversations but not change them.")
     return conversation
 
@@ -198,7 +205,7 @@ def import_request(request: HttpRequest) -> JsonResponse:
             creator=request.user,
             title=title_from(fields["message"] or "Imported request"),
         )
-        sync_system_prompt(conv, fields["system"])
+        sync_system_prompt(conv, fields["system"], [])
         for position, message in enumerate(fields.pop("history"), start=1):
             Message.objects.create(conversation=conv, position=position, **message)
     return JsonResponse({"conversation": conv.to_dict(), **fields, "url": parsed["url"]}, status=201)
@@ -284,10 +291,19 @@ async def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse
     return JsonResponse({"run": run.to_dict(), "messages": messages}, status=201)
 
 
+@transaction.atomic
 def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
+    """Check, store the new turn and a queued run: one transaction, eight queries.
+
+    Each query here is a wait for the GIL when the event loop is busy relaying
+    other answers, so the conversation and the caller's role come in one query
+    (locking the row: one submission at a time per conversation), and its
+    messages in one more, which give the system prompt, the next position and the
+    history sent upstream.
+    """
     if not user.is_authenticated:
         raise LoggedOut()
-    conv = conversation_for(user, conversation_id, write=True)
+    conv = conversation_for(user, conversation_id, write=True, lock=True)
     try:
         data = clean_submission(json.loads(raw or b"null"))
     except ValueError:
@@ -313,11 +329,11 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
     return run, target, slot, messages, title
 
 
-@transaction.atomic
 def create_run(user, conv: Conversation, provider: Provider, data: dict, target: relay.Target):
-    conv = Conversation.objects.select_for_update().get(id=conv.id)
-    changed = sync_system_prompt(conv, data["system"])
-    position = (conv.messages.aggregate(top=Max("position"))["top"] or 0) + 1
+    """Called inside prepare_run's transaction, with the conversation's row locked."""
+    existing = list(conv.messages.all())
+    changed = sync_system_prompt(conv, data["system"], existing)
+    position = max((m.position for m in existing), default=0) + 1
     new = []
     if data["message"] != "":
         new.append(
@@ -331,7 +347,9 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
     if data["send_reasoning"]:
         reasoning_field = profile.get("reasoning_field") or "reasoning_content"
     params, notes = apply_profile(profile, data["params"], data["extra_body"])
-    body = build_body(data["model"], conv.history(reasoning_field), params, data["extra_body"])
+    body = build_body(
+        data["model"], conv.history(reasoning_field, [*existing, *new]), params, data["extra_body"]
+    )
     headers = masked_headers(build_headers(target.api_key, target.headers, stream=bool(body.get("stream"))))
     run = Run.objects.create(
         base_url=target.base_url,
@@ -356,12 +374,16 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
     return run, [m.to_dict() for m in [*changed, *new]], title
 
 
-def sync_system_prompt(conv: Conversation, system: str) -> list[Message]:
-    """The System prompt box edits the conversation's leading system message."""
-    current = conv.messages.filter(position=0, role=Message.Role.SYSTEM).first()
+def sync_system_prompt(conv: Conversation, system: str, messages: list[Message]) -> list[Message]:
+    """The System prompt box edits the conversation's leading system message.
+
+    `messages` are the conversation's, in order; they are kept in step with the change.
+    """
+    current = next((m for m in messages if m.position == 0 and m.role == Message.Role.SYSTEM), None)
     if not system:
         if current:
             current.delete()
+            messages.remove(current)
         return []
     if current and current.content == system:
         return []
@@ -369,7 +391,9 @@ def sync_system_prompt(conv: Conversation, system: str) -> list[Message]:
         current.content = system
         current.save(update_fields=["content"])
         return [current]
-    return [Message.objects.create(conversation=conv, position=0, role=Message.Role.SYSTEM, content=system)]
+    current = Message.objects.create(conversation=conv, position=0, role=Message.Role.SYSTEM, content=system)
+    messages.insert(0, current)
+    return [current]
 
 
 def title_from(content) -> str:

@@ -3,8 +3,13 @@
 import json
 
 import pytest
-from django.test import Client
+from asgiref import sync
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.test import AsyncClient, Client
+from django.test.utils import CaptureQueriesContext
 
+from playground import relay, views
 from playground.models import Conversation, Membership, Message, Provider
 
 
@@ -147,3 +152,72 @@ def test_an_unreachable_model_list_says_why(as_alice, workspace):
     dead.save()
     data = as_alice.get(f"/api/providers/{dead.id}/models/").json()
     assert data == {"models": [], "error": "Could not connect to 127.0.0.1:9: connection refused."}
+
+
+def test_a_submission_reads_the_conversation_and_its_messages_once(alice, conversation, provider):
+    """Each query is a wait for the GIL while the loop relays other answers: the checks and
+    the new turn take seven, and the history sent upstream is the stored one plus the turn."""
+    Message.objects.create(conversation=conversation, position=1, role="user", content="earlier")
+    Message.objects.create(conversation=conversation, position=2, role="assistant", content="reply")
+    body = {"provider": provider.id, "model": "m", "message": "now", "system": "Be brief.", "params": {}}
+    demo = relay.Target("http://127.0.0.1:1/demo/v1", "", {})
+    with CaptureQueriesContext(connection) as queries:
+        run, _, slot, messages, title = views.prepare_run(
+            alice, conversation.id, json.dumps(body).encode(), demo
+        )
+    slot.release()
+    statements = [q["sql"].split()[0] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert statements == ["SELECT", "SELECT", "SELECT", "INSERT", "INSERT", "INSERT", "UPDATE"]
+    assert [(m["role"], m["content"], m["position"]) for m in messages] == [
+        ("system", "Be brief.", 0),
+        ("user", "now", 3),
+    ]
+    assert run.position == 4
+    assert title is None
+    assert [(m["role"], m["content"]) for m in run.request_body["messages"]] == [
+        ("system", "Be brief."),
+        ("user", "earlier"),
+        ("assistant", "reply"),
+        ("user", "now"),
+    ]
+    assert run.request_body["messages"] == Conversation.objects.get(id=conversation.id).history()
+
+
+@pytest.mark.parametrize(("before", "after", "stored"), [("Old.", "New.", ["New."]), ("Old.", "", [])])
+def test_a_submission_edits_or_drops_the_system_prompt(alice, conversation, provider, before, after, stored):
+    Message.objects.create(conversation=conversation, position=0, role="system", content=before)
+    body = {"provider": provider.id, "model": "m", "message": "hi", "system": after, "params": {}}
+    demo = relay.Target("http://127.0.0.1:1/demo/v1", "", {})
+    run, _, slot, _, _ = views.prepare_run(alice, conversation.id, json.dumps(body).encode(), demo)
+    slot.release()
+    assert list(conversation.messages.filter(role="system").values_list("content", flat=True)) == stored
+    assert run.request_body["messages"][0] == (
+        {"role": "system", "content": after} if after else {"role": "user", "content": "hi"}
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_crosses_between_the_loop_and_a_thread_a_few_times(alice, workspace, monkeypatch):
+    """Each crossing waits for the GIL while the loop relays answers. Django's stack, each
+    middleware async and its hooks run through sync_to_async, crossed 16 times for this
+    GET; playground.middleware runs the synchronous ones in one trip."""
+    conv = await Conversation.objects.acreate(workspace=workspace, creator=alice, title="x")
+    client = AsyncClient()
+    await sync_to_async(client.force_login)(alice)
+    crossings = []
+    to_thread, to_loop = sync.SyncToAsync.__call__, sync.AsyncToSync.__call__
+
+    async def counted_to_thread(self, *args, **kwargs):
+        crossings.append("thread")
+        return await to_thread(self, *args, **kwargs)
+
+    def counted_to_loop(self, *args, **kwargs):
+        crossings.append("loop")
+        return to_loop(self, *args, **kwargs)
+
+    monkeypatch.setattr(sync.SyncToAsync, "__call__", counted_to_thread)
+    monkeypatch.setattr(sync.AsyncToSync, "__call__", counted_to_loop)
+    response = await client.get(f"/api/conversations/{conv.id}/")
+    assert response.status_code == 200
+    assert response.json()["title"] == "x"
+    assert 0 < len(crossings) <= 6, crossings
