@@ -1,7 +1,7 @@
 """Relay overhead: K concurrent streams through the whole stack vs. the same server read directly.
 
     .venv/bin/python benchmarks/relay.py [--streams 1,10,50,100] [--rate 50] [--chunks 200]
-                                         [--ramp 1.0] [--redis]
+                                         [--ramp 1.0] [--repeat 1] [--redis]
 
 Method
 ------
@@ -668,10 +668,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=50.0, help="chunks per second per stream")
     parser.add_argument("--chunks", type=int, default=200, help="chunks per stream")
     parser.add_argument("--ramp", type=float, default=1.0, help="seconds to start the K streams")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per K, each its own row (spread)")
     parser.add_argument("--redis", action="store_true", help="PostgreSQL + Redis instead")
     parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.streams = [int(k) for k in args.streams.split(",")]
+    args.streams = [int(k) for k in args.streams.split(",") for _ in range(args.repeat)]
     return args
 
 
