@@ -293,7 +293,7 @@ async def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse
 
 @transaction.atomic
 def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
-    """Check, store the new turn and a queued run: one transaction, eight queries.
+    """Check, store the new turn and a queued run: one transaction of 6–7 statements.
 
     Each query here is a wait for the GIL when the event loop is busy relaying
     other answers, so the conversation and the caller's role come in one query
