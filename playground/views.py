@@ -291,7 +291,6 @@ async def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse
     return JsonResponse({"run": run.to_dict(), "messages": messages}, status=201)
 
 
-@transaction.atomic
 def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
     """Check, store the new turn and a queued run: one transaction of 6–7 statements.
 
@@ -301,30 +300,35 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
     messages in one more, which give the system prompt, the next position and the
     history sent upstream.
     """
+    # The session and the user load here, before the transaction: on SQLite it holds
+    # the database's write lock from its start.
     if not user.is_authenticated:
         raise LoggedOut()
-    conv = conversation_for(user, conversation_id, write=True, lock=True)
+    slot = None
     try:
-        data = clean_submission(json.loads(raw or b"null"))
-    except ValueError:
-        raise Invalid({"body": "is not valid JSON"}) from None
-    provider = Provider.objects.filter(
-        id=data["provider"], workspace_id=conv.workspace_id, enabled=True
-    ).first()
-    if provider is None:
-        raise Invalid({"provider": "is not an enabled provider of this workspace"})
-    try:
-        api_key = provider.get_api_key()
-    except KeyDecryptError as exc:
-        raise Invalid({"provider": str(exc)}) from None
-    # The Demo relay is this server: its own address, and a Host header it accepts.
-    base_url, headers = (demo.base_url, demo.headers) if provider.is_demo else (provider.base_url, {})
-    target = relay.Target(base_url, api_key, {**provider.extra_headers, **headers})
-    slot = relay.reserve_slot()
-    try:
-        run, messages, title = create_run(user, conv, provider, data, target)
+        with transaction.atomic():
+            conv = conversation_for(user, conversation_id, write=True, lock=True)
+            try:
+                data = clean_submission(json.loads(raw or b"null"))
+            except ValueError:
+                raise Invalid({"body": "is not valid JSON"}) from None
+            provider = Provider.objects.filter(
+                id=data["provider"], workspace_id=conv.workspace_id, enabled=True
+            ).first()
+            if provider is None:
+                raise Invalid({"provider": "is not an enabled provider of this workspace"})
+            try:
+                api_key = provider.get_api_key()
+            except KeyDecryptError as exc:
+                raise Invalid({"provider": str(exc)}) from None
+            # The Demo relay is this server: its own address, and a Host header it accepts.
+            base_url, headers = (demo.base_url, demo.headers) if provider.is_demo else (provider.base_url, {})
+            target = relay.Target(base_url, api_key, {**provider.extra_headers, **headers})
+            slot = relay.reserve_slot()
+            run, messages, title = create_run(user, conv, provider, data, target)
     except BaseException:
-        slot.release()
+        if slot is not None:  # the run was not stored (its commit included)
+            slot.release()
         raise
     return run, target, slot, messages, title
 
