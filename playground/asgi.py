@@ -10,7 +10,10 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from playground import eager_write  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
+
+eager_write.install()
 
 application = ProtocolTypeRouter(
     {
