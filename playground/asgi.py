@@ -1,10 +1,15 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
-# Initialise Django (apps, settings) before importing anything that touches models.
-django_asgi_app = get_asgi_application()
+# Initialise Django (apps, settings) before importing anything that touches models;
+# then what django.core.asgi.get_asgi_application() returns, with fewer thread trips.
+django.setup(set_prefix=False)
+
+from playground.middleware import ASGIHandler  # noqa: E402
+
+django_asgi_app = ASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -12,12 +12,35 @@ from 8 ms to over 100 ms from their arrival to the view, about 4 ms idle.
   the loop, ahead of ServeStatic as Django's docs place it.
 - The rest run synchronously, all in one trip to the thread, as under WSGI:
   they are marked sync-only, which makes Django chain them without hops.
+- `ASGIHandler` puts the URL resolving, the `process_view` hooks and a
+  synchronous view in that same trip. Django's handler ends the chain with its
+  async `_get_response_async`, so the innermost sync middleware crossed back to
+  the loop, which then crossed to a thread for each `process_view` hook and
+  again for the view: a submission took five trips where one does. Async views
+  still work: the synchronous handler calls them on the loop (`async_to_sync`).
 """
 
+from asgiref.sync import AsyncToSync, sync_to_async
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
+from django.core.handlers import asgi
 from django.middleware import clickjacking, common, csrf, security
+
+
+class ASGIHandler(asgi.ASGIHandler):
+    """Django's ASGI handler whose middleware chain ends in the synchronous `_get_response`."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        # Loaded as for WSGI: the sync handler at the bottom, sync view hooks, each
+        # middleware in the mode it can run (the async-only ones adapt the chain below them
+        # with one sync_to_async). Django then adapts the top for a sync caller; undo that.
+        super().load_middleware(is_async=False)
+        chain = self._middleware_chain
+        if isinstance(chain, AsyncToSync):
+            self._middleware_chain = chain.awaitable
+        else:
+            self._middleware_chain = sync_to_async(chain, thread_sensitive=True)
 
 
 class SecurityMiddleware(security.SecurityMiddleware):

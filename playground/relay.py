@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
@@ -80,25 +80,35 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-async def start_run(run: Run, target: Target, slot: threading.BoundedSemaphore, messages: list[dict]) -> None:
+def start_run(
+    run: Run, run_dict: dict, target: Target, slot: threading.BoundedSemaphore, messages: list[dict]
+) -> None:
     """Register the run in this process and start streaming it on the relay pool.
 
-    Called on the server's event loop (from the submit view) after the Run row
-    exists; `slot` comes from `reserve_slot()` and is released when the run ends.
+    Called from the submitting request's thread, after the Run row committed, with
+    this process started (`ensure_started_from_thread`); `slot` comes from
+    `reserve_slot()` and is released when the run ends. It returns without waiting
+    for the loop: under load each wait for it was a queue behind every other
+    answer's events. The loop starts the run's events (its sender, then
+    `run.started`) before anything the relay thread hands it, as both go through
+    `call_soon_threadsafe`, in that order.
     """
-    try:
-        await process.ensure_started()
-        if run.owner != process.channel:  # only the first run of a process learns it here
-            run.owner = process.channel
-            await Run.objects.filter(id=run.id).aupdate(owner=run.owner)
-    except BaseException:
-        slot.release()  # the run row stays queued; the stale-run sweep ends it
-        raise
     handle = RunHandle(run, target, slot, process.loop)
     process.runs[run.id] = handle
-    handle.start_sender()
-    handle._publish({"type": "run.started", "run": run.to_dict(), "messages": messages})
-    process.executor.submit(handle.execute)
+    try:
+        handle.loop.call_soon_threadsafe(handle.begin, run_dict, messages)
+        process.executor.submit(handle.execute)
+    except BaseException:  # the loop or the pool is shutting down: the stale-run sweep ends it
+        process.runs.pop(run.id, None)
+        slot.release()
+        raise
+
+
+def ensure_started_from_thread() -> None:
+    """From a request's thread: start this process's relay side on the server loop, once."""
+    loop = process.loop
+    if loop is None or not process.channel or loop.is_closed() or not loop.is_running():
+        async_to_sync(process.ensure_started)()
 
 
 async def stop_run(run: Run) -> bool:
@@ -158,6 +168,10 @@ class RunHandle:
         self.finishing = False
 
     # -- on the event loop
+
+    def begin(self, run_dict: dict, messages: list[dict]) -> None:
+        self.start_sender()
+        self._publish({"type": "run.started", "run": run_dict, "messages": messages})
 
     def start_sender(self) -> None:
         self.outbox: asyncio.Queue = asyncio.Queue()
@@ -667,6 +681,20 @@ def reconcile_stale_runs() -> list[Run]:
         log.info("run %s was left streaming by a stopped process; marked interrupted", run.id)
         done.append(run)
     return done
+
+
+def publish_soon(group: str, event: dict) -> None:
+    """group_send from a request's thread, on the server loop, without waiting for it."""
+    loop, layer = process.loop, get_channel_layer()
+
+    def sent(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not publish %s to %s: %s", event.get("type"), group, task.exception())
+
+    def send() -> None:
+        loop.create_task(layer.group_send(group, event)).add_done_callback(sent)
+
+    loop.call_soon_threadsafe(send)
 
 
 def publish_from_thread(group: str, event: dict) -> None:

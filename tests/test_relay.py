@@ -127,6 +127,44 @@ async def test_it_streams_a_run_to_a_watching_websocket(alice_cookie, conversati
     await ws.disconnect()
 
 
+async def test_a_submission_crosses_to_a_thread_and_back_once(
+    alice_cookie, conversation, provider, monkeypatch
+):
+    """Each crossing waits behind the answers the loop relays: the middleware, the
+    view and the start of the run take one trip to a thread, and the run's events
+    start without the view waiting for the loop."""
+    from asgiref import sync
+
+    ws = await watch(alice_cookie, conversation)
+    await ws.receive_json_from()
+    crossings = []
+    to_thread, to_loop = sync.SyncToAsync.__call__, sync.AsyncToSync.__call__
+
+    async def counted_to_thread(self, *args, **kwargs):
+        crossings.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return await to_thread(self, *args, **kwargs)
+
+    def counted_to_loop(self, *args, **kwargs):
+        crossings.append(getattr(self.awaitable, "__qualname__", repr(self.awaitable)))
+        return to_loop(self, *args, **kwargs)
+
+    monkeypatch.setattr(sync.SyncToAsync, "__call__", counted_to_thread)
+    monkeypatch.setattr(sync.AsyncToSync, "__call__", counted_to_loop)
+    status, data = await submit(alice_cookie, conversation, provider, "Hello")
+    monkeypatch.undo()
+    assert status == 201
+    # Django's handler: its request-started signal, then the middleware and the view.
+    # Django's request_started signal, then the middleware with the view inside (with
+    # Django's stock handler: five, the view and the CSRF check each a trip of their own).
+    assert len(crossings) <= 2, crossings
+    events = await receive_until(ws, "run.done")
+    run_events = [e["type"] for e in events if e["type"].startswith("run.")]
+    assert run_events[:2] == ["run.started", "run.delta"]
+    assert run_events[-1] == "run.done"
+    assert text_of(events, data["run"]["id"]) == "Hello from the fake relay"
+    await ws.disconnect()
+
+
 async def test_deltas_are_numbered_without_gaps(alice_cookie, conversation, provider):
     ws = await watch(alice_cookie, conversation)
     await submit(alice_cookie, conversation, provider)
