@@ -617,8 +617,16 @@ class Process:
                     reconcile_stale_runs()
             except Exception as exc:  # the keeper must outlive a database hiccup
                 log.warning("relay checkpoint or heartbeat failed: %s", exc)
-            with contextlib.suppress(Exception):
-                connection.close()
+                with contextlib.suppress(Exception):
+                    connection.close()  # the next tick connects afresh
+                continue
+            if connection.vendor != "sqlite":  # a server connection: let go while asleep
+                with contextlib.suppress(Exception):
+                    connection.close()
+            # On SQLite the keeper's connection stays open. SQLite checkpoints the WAL into
+            # the database and deletes it whenever its last connection closes, and every
+            # request thread and relay thread closes its own: with this one open, theirs are
+            # not the last. Measured, sequential runs: 36.5 -> 31.3 ms of CPU per run.
 
     def checkpoint(self) -> None:
         """Store the status and text so far (with its seq) of every streaming run that moved.

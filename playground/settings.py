@@ -146,6 +146,25 @@ STATIC_ROOT.mkdir(exist_ok=True)  # ServeStatic serves from the finders; it warn
 SERVESTATIC_USE_FINDERS = True
 SERVESTATIC_AUTOREFRESH = DEBUG
 
+# Every request reads its session: from the cache, written through to the database.
+# With REDIS_URL the cache is Redis, shared by every process, so a log-out in one holds
+# in all; without it (one process) it is this process's memory.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.getenv("PLAYGROUND_CHANNEL_PREFIX", "playground"),
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "0")

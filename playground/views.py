@@ -94,7 +94,8 @@ def current_workspace(request: HttpRequest) -> Workspace:
     chosen = chosen or memberships.order_by("id").first()
     if chosen is None:
         raise Http404("You are not a member of any workspace; ask an admin to add you.")
-    request.session["workspace"] = chosen.workspace_id
+    if request.session.get("workspace") != chosen.workspace_id:  # else no session write
+        request.session["workspace"] = chosen.workspace_id
     return chosen.workspace
 
 

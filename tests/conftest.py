@@ -1,4 +1,7 @@
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
@@ -6,6 +9,15 @@ from playground.models import DEMO_PROVIDER_NAME, Membership, Provider, Workspac
 from tests.fakes import FakeRelay
 
 CANARY_KEY = "sk-canary-7f3a9c2e5b1d4e6f8a0b"
+
+
+def pytest_sessionfinish(session):
+    """Django deletes the SQLite test database; its -wal and -shm files stay behind while
+    the relay's keeper thread still holds a connection to it. Remove them too."""
+    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") and name:
+        for suffix in ("-wal", "-shm", "-journal"):
+            Path(name + suffix).unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -97,6 +97,21 @@ async def test_a_run_submitted_through_one_process_streams_to_a_watcher_on_the_o
     await ws.close()
 
 
+def test_a_log_out_in_one_process_holds_in_the_other(cluster):
+    """Sessions are cached (in Redis here): the other process must not keep a stale copy."""
+    first, second = cluster
+    client = Client(first.url)
+    elsewhere = requests.Session()
+    elsewhere.cookies.update(client.session.cookies)
+    assert elsewhere.get(f"{second.url}/api/conversations/").status_code == 200  # cached there now
+    logout = client.session.post(
+        f"{first.url}/accounts/logout/", headers=client.headers, allow_redirects=False
+    )
+    assert logout.status_code == 302
+    assert client.get("/api/conversations/").status_code == 401
+    assert elsewhere.get(f"{second.url}/api/conversations/").status_code == 401
+
+
 async def test_a_run_is_stopped_through_the_other_process(cluster):
     first, second = cluster
     alice_b = Client(second.url)

@@ -197,6 +197,14 @@ def test_a_submission_edits_or_drops_the_system_prompt(alice, conversation, prov
     )
 
 
+def test_a_request_reads_its_session_from_the_cache(as_alice):
+    as_alice.get("/api/conversations/")
+    with CaptureQueriesContext(connection) as queries:
+        assert as_alice.get("/api/conversations/").status_code == 200
+    assert not [q["sql"] for q in queries if "django_session" in q["sql"]]
+    assert [q["sql"] for q in queries if "auth_user" in q["sql"]]  # the user still comes from the database
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_a_request_crosses_between_the_loop_and_a_thread_a_few_times(alice, workspace, monkeypatch):
     """Each crossing waits for the GIL while the loop relays answers. Django's stack, each
