@@ -1,4 +1,5 @@
 import os
+import sys
 
 import django
 
@@ -14,11 +15,14 @@ django_asgi_app = ASGIHandler()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from playground import eager_write  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
 
+# The server process's I/O: see playground/eager_write.py and settings.GIL_SWITCH_MS.
 eager_write.install()
+sys.setswitchinterval(settings.GIL_SWITCH_MS / 1000)
 
 application = ProtocolTypeRouter(
     {

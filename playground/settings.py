@@ -178,6 +178,11 @@ ENCRYPTION_KEY_FILE = DATA_DIR / "encryption.keys"
 # The relay: a dedicated, capped pool of threads, one per streaming run.
 RELAY_MAX_STREAMS = envint("PLAYGROUND_MAX_STREAMS", 128)
 RELAY_COALESCE_MS = envfloat("PLAYGROUND_COALESCE_MS", 16)
+# How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
+# The server's event loop lets go of the GIL at every socket call, and while a request or
+# relay thread computes it then waits this long to get it back: shorter, the answers the
+# loop relays wait less behind submissions (set for the server process, in asgi.py).
+GIL_SWITCH_MS = envfloat("PLAYGROUND_GIL_SWITCH_MS", 0.5)
 RELAY_CHECKPOINT_SECONDS = envfloat("PLAYGROUND_CHECKPOINT_SECONDS", 1.0)
 RELAY_HEARTBEAT_SECONDS = envfloat("PLAYGROUND_HEARTBEAT_SECONDS", 5.0)
 RELAY_STALE_AFTER_SECONDS = envfloat("PLAYGROUND_STALE_AFTER_SECONDS", 20.0)
