@@ -22,7 +22,8 @@ from playground.routing import websocket_urlpatterns  # noqa: E402
 
 # The server process's I/O: see playground/eager_write.py and settings.GIL_SWITCH_MS.
 eager_write.install()
-sys.setswitchinterval(settings.GIL_SWITCH_MS / 1000)
+if settings.GIL_SWITCH_MS > 0:  # 0: Python's default
+    sys.setswitchinterval(settings.GIL_SWITCH_MS / 1000)
 
 application = ProtocolTypeRouter(
     {

@@ -30,7 +30,10 @@ def _write(self: tcp.Connection, data: bytes) -> None:
         and not self.TLS
         and self.connected
         and not self.disconnecting
+        and not self._aborting  # Twisted drops writes after abortConnection(); so do we
         and not self._writeDisconnected
+        # A pull producer is asked for more from doWrite(), which an eager send skips.
+        and (self.producer is None or self.streamingProducer)
         and not self._tempDataBuffer
         and self.offset == len(self.dataBuffer)  # nothing queued before these bytes
         and isinstance(data, bytes)

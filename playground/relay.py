@@ -692,17 +692,30 @@ def reconcile_stale_runs() -> list[Run]:
 
 
 def publish_soon(group: str, event: dict) -> None:
-    """group_send from a request's thread, on the server loop, without waiting for it."""
+    """group_send from a request's thread, on the server loop, without waiting for it.
+
+    Never raises: the caller has already started a run, and an error now would
+    invite the user to submit it again.
+    """
     loop, layer = process.loop, get_channel_layer()
 
     def sent(task: asyncio.Task) -> None:
+        _publishing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not publish %s to %s: %s", event.get("type"), group, task.exception())
 
     def send() -> None:
-        loop.create_task(layer.group_send(group, event)).add_done_callback(sent)
+        task = loop.create_task(layer.group_send(group, event))
+        _publishing.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(sent)
 
-    loop.call_soon_threadsafe(send)
+    try:
+        loop.call_soon_threadsafe(send)
+    except (AttributeError, RuntimeError):  # no loop, or it has closed
+        log.warning("could not publish %s to %s: the server loop is not running", event.get("type"), group)
+
+
+_publishing: set[asyncio.Task] = set()
 
 
 def publish_from_thread(group: str, event: dict) -> None:

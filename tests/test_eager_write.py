@@ -1,6 +1,10 @@
 """Twisted TCP writes go out at once when nothing is queued, and keep Twisted's buffering otherwise."""
 
+import contextlib
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 from twisted.internet.protocol import Protocol
@@ -25,6 +29,9 @@ def pair():
     yield connection, theirs, reactor
     ours.close()
     theirs.close()
+    with contextlib.suppress(Exception):  # the reactor's self-pipe
+        reactor.removeReader(reactor.waker)
+        reactor.waker.connectionLost(None)
 
 
 def read_exactly(sock: socket.socket, size: int) -> bytes:
@@ -37,9 +44,17 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 def test_the_asgi_application_installs_it():
-    import playground.asgi  # noqa: F401  (Daphne imports it the same way)
-
-    assert eager_write.installed()
+    """In a fresh interpreter, as Daphne imports it (here the fixture installs it too)."""
+    check = (
+        "import sys; import playground.asgi; from twisted.internet import tcp; "
+        "from playground import eager_write; "
+        "print(tcp.Server.write is eager_write._write, sys.getswitchinterval())"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "playground.settings", "PLAYGROUND_GIL_SWITCH_MS": "0.25"}
+    result = subprocess.run(
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split() == ["True", "0.00025"], result.stderr
 
 
 def test_a_write_is_sent_before_the_reactor_turns(pair):
@@ -64,6 +79,32 @@ def test_what_the_kernel_does_not_take_is_buffered_and_sent_in_order(pair):
             connection.doWrite()  # what the reactor does when the socket is writable
     assert received == big + b"after"
     assert connection not in reactor.getWriters()
+
+
+def test_after_an_abort_nothing_more_is_sent(pair):
+    connection, theirs, reactor = pair
+    connection.abortConnection()
+    connection.write(b"late")
+    theirs.setblocking(False)
+    with pytest.raises((BlockingIOError, ConnectionResetError)):
+        assert theirs.recv(16) == b""  # reset, or nothing at all: never the bytes
+
+
+def test_a_pull_producer_keeps_twisted_buffering(pair):
+    connection, theirs, reactor = pair
+
+    class Pull:
+        def resumeProducing(self):
+            pass
+
+        def stopProducing(self):
+            pass
+
+    connection.registerProducer(Pull(), False)
+    connection.write(b"pulled")
+    assert connection in reactor.getWriters()  # doWrite will ask the producer for more
+    connection.doWrite()
+    assert read_exactly(theirs, 6) == b"pulled"
 
 
 def test_a_broken_connection_is_left_to_twisted(pair):

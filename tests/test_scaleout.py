@@ -103,7 +103,8 @@ def test_a_log_out_in_one_process_holds_in_the_other(cluster):
     client = Client(first.url)
     elsewhere = requests.Session()
     elsewhere.cookies.update(client.session.cookies)
-    assert elsewhere.get(f"{second.url}/api/conversations/").status_code == 200  # cached there now
+    # The session is read (and cached) through the other process too.
+    assert elsewhere.get(f"{second.url}/api/conversations/").status_code == 200
     logout = client.session.post(
         f"{first.url}/accounts/logout/", headers=client.headers, allow_redirects=False
     )
