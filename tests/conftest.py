@@ -1,3 +1,4 @@
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,19 @@ from playground.models import DEMO_PROVIDER_NAME, Membership, Provider, Workspac
 from tests.fakes import FakeRelay
 
 CANARY_KEY = "sk-canary-7f3a9c2e5b1d4e6f8a0b"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_shared_thread_connections(django_db_setup, django_db_blocker):
+    """Async tests reach the database through asgiref's one shared sync thread (the ORM's
+    a* methods, sync_to_async), whose connection nothing closes: PostgreSQL then refused
+    to drop the test database ("being accessed by other users"). Close it first."""
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        asyncio.run(sync_to_async(connections.close_all)())
 
 
 def pytest_sessionfinish(session):
