@@ -266,8 +266,9 @@ def transcript(conv: Conversation) -> dict:
 def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse:
     """Validate, store the user's message and a queued run, and start the relay.
 
-    A synchronous view: with the middleware, it all runs in one trip to a thread
-    (an async view took three, each a wait behind the answers the loop relays).
+    A synchronous view: with the middleware (playground.middleware.ASGIHandler), it
+    all runs in one trip to a thread. As an async view behind Django's own handler
+    it took five, each a wait behind the answers the loop relays.
     """
     if request.method != "POST":
         return json_error(405, "POST a run.")
