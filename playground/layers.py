@@ -41,10 +41,14 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
         assert "__asgi_channel__" not in message
         self._put(channel, message)
 
-    def _put(self, channel: str, message: dict) -> None:
+    def _queue(self, channel: str) -> asyncio.Queue:
         queue = self.channels.get(channel)
         if queue is None:
             queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.get_capacity(channel)))
+        return queue
+
+    def _put(self, channel: str, message: dict) -> None:
+        queue = self._queue(channel)
         try:
             queue.put_nowait((time.time() + self.expiry, message))
         except asyncio.QueueFull:
@@ -53,9 +57,7 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
     async def receive(self, channel: str) -> dict:
         self.require_valid_channel_name(channel)
         self._clean_expired()
-        queue = self.channels.get(channel)
-        if queue is None:
-            queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.get_capacity(channel)))
+        queue = self._queue(channel)
         try:
             _, message = await queue.get()
         finally:

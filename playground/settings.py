@@ -106,7 +106,12 @@ REDIS_URL = os.getenv("REDIS_URL", "")
 # Bounded per-connection queue: a websocket client that falls further behind than this
 # many undelivered messages is disconnected and resyncs from a snapshot on reconnect.
 CHANNEL_CAPACITY = envint("PLAYGROUND_CHANNEL_CAPACITY", 200)
+# Every request reads its session: from the cache, written through to the database.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# With REDIS_URL, Redis carries the channel layer and the cache, shared by every process
+# (so a log-out in one holds in all); without it (one process), this process's memory.
 if REDIS_URL:
+    REDIS_PREFIX = os.getenv("PLAYGROUND_CHANNEL_PREFIX", "playground")
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -115,8 +120,15 @@ if REDIS_URL:
                 # layer's 5 s blocking BZPOPMIN (channels_redis#422): allow longer.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
                 "capacity": CHANNEL_CAPACITY,
-                "prefix": os.getenv("PLAYGROUND_CHANNEL_PREFIX", "playground"),
+                "prefix": REDIS_PREFIX,
             },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_PREFIX,
         }
     }
 else:
@@ -124,6 +136,12 @@ else:
         "default": {
             "BACKEND": "playground.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
         }
     }
 
@@ -146,25 +164,6 @@ STATIC_ROOT.mkdir(exist_ok=True)  # ServeStatic serves from the finders; it warn
 SERVESTATIC_USE_FINDERS = True
 SERVESTATIC_AUTOREFRESH = DEBUG
 
-# Every request reads its session: from the cache, written through to the database.
-# With REDIS_URL the cache is Redis, shared by every process, so a log-out in one holds
-# in all; without it (one process) it is this process's memory.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": os.getenv("PLAYGROUND_CHANNEL_PREFIX", "playground"),
-        }
-    }
-else:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "OPTIONS": {"MAX_ENTRIES": 10_000},
-        }
-    }
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "0")

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from functools import wraps
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -22,8 +21,6 @@ from playground.models import Conversation, Membership, Message, Provider, Run, 
 from playground.snippets import ImportError_, code_for, parse_request
 from playground.tokens import content_text
 from playground.upstream import UpstreamError, build_headers, list_models, masked_headers, wire_json
-
-log = logging.getLogger(__name__)
 
 
 class Forbidden(Exception):
@@ -241,14 +238,18 @@ def conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
     return JsonResponse(transcript(conv))
 
 
-async def aannounce(conversation_id: int, **change) -> None:
-    """Tell everyone watching a conversation that its title changed or it is gone."""
+def announce(conversation_id: int, *, wait: bool = True, **change) -> None:
+    """Tell everyone watching a conversation that its title or messages changed, or it is gone.
+
+    `wait=False` hands the event to the server loop and returns at once, never raising
+    (a submission whose run has started must not fail over it).
+    """
+    group = f"conversation-{conversation_id}"
     event = {"type": "conversation.changed", "conversation": conversation_id, **change}
-    await get_channel_layer().group_send(f"conversation-{conversation_id}", event)
-
-
-def announce(conversation_id: int, **change) -> None:
-    async_to_sync(aannounce)(conversation_id, **change)
+    if wait:
+        async_to_sync(get_channel_layer().group_send)(group, event)
+    else:
+        relay.publish_soon(group, event)
 
 
 def transcript(conv: Conversation) -> dict:
@@ -290,8 +291,7 @@ def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse:
     run_dict = run.to_dict()
     relay.start_run(run, run_dict, target, slot, messages)
     if title is not None:  # the first message named the conversation
-        event = {"type": "conversation.changed", "conversation": conversation_id, "title": title}
-        relay.publish_soon(f"conversation-{conversation_id}", event)
+        announce(conversation_id, wait=False, title=title)
     return JsonResponse({"run": run_dict, "messages": messages}, status=201)
 
 
