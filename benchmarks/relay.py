@@ -26,7 +26,9 @@ reported too, as "TTFT overhead, K starts").
 Per-chunk latency = receive time - embedded send time, for every marker, including markers
 the relay coalesced into one `run.delta`. Added latency = stack percentile - direct
 percentile (a difference of percentiles, not a percentile of differences).
-TTFT = first marker received - request start (direct: its POST; stack: the submit POST).
+TTFT = first marker received - request start (direct: its POST; stack: the submit POST);
+the stack's TTFT is also split at the time its first marker was written upstream: before
+it, the submission and the relay's request; after it, the chunk's way through the relay.
 CPU per chunk = Daphne's user+sys CPU (/proc/<pid>/stat) from the first submit to the last
 `run.done`, over chunks relayed; "direct" is this process's CPU over the direct phase.
 RSS per stream = (peak Daphne RSS while streaming - RSS before the K sockets opened) / K.
@@ -206,6 +208,7 @@ class Stream:
     start: Start
     started: float = 0.0
     first_marker: float | None = None
+    first_sent: float | None = None  # when the upstream wrote that marker
     latencies: list[float] = field(default_factory=list)  # ms, one per marker received
     indices: list[int] = field(default_factory=list)
     status: str = "unfinished"
@@ -216,11 +219,16 @@ class Stream:
             self.indices.append(int(index))
             self.latencies.append((received - float(sent)) * 1000)
             if self.first_marker is None:
-                self.first_marker = received
+                self.first_marker, self.first_sent = received, float(sent)
 
     @property
     def ttft(self) -> float | None:
         return None if self.first_marker is None else (self.first_marker - self.started) * 1000
+
+    @property
+    def ttft_upstream(self) -> float | None:
+        """The part of the TTFT before the upstream wrote its first chunk."""
+        return None if self.first_sent is None else (self.first_sent - self.started) * 1000
 
     def problems(self) -> list[str]:
         expected, seen = self.start.chunks, set(self.indices)
@@ -258,8 +266,9 @@ class Phase:
     def latencies(self) -> list[float]:
         return [value for s in self.streams for value in s.latencies]
 
-    def ttfts(self, probes: bool) -> list[float]:
-        return [s.ttft for s in self.streams if s.start.probe == probes and s.ttft is not None]
+    def ttfts(self, probes: bool, upstream: bool = False) -> list[float]:
+        values = (s.ttft_upstream if upstream else s.ttft for s in self.streams if s.start.probe == probes)
+        return [value for value in values if value is not None]
 
     def cpu_per_chunk(self) -> float:
         return self.cpu_seconds / self.chunks * 1e6 if self.chunks else math.nan
@@ -514,8 +523,8 @@ class Row:
     def added(self, q: float) -> float:
         return percentile(self.stack.latencies, q) - percentile(self.direct.latencies, q)
 
-    def ttft(self, phase: Phase, probes: bool = True) -> float:
-        return percentile(phase.ttfts(probes), 50)
+    def ttft(self, phase: Phase, probes: bool = True, upstream: bool = False) -> float:
+        return percentile(phase.ttfts(probes, upstream), 50)
 
     def ttft_overhead(self, probes: bool = True) -> float:
         return self.ttft(self.stack, probes) - self.ttft(self.direct, probes)
@@ -573,6 +582,7 @@ HEADER = [
     "added p50 / p99 ms",
     "TTFT direct p50 ms",
     "TTFT stack p50 ms",
+    "of which before the upstream's first chunk, p50 ms",
     "TTFT overhead p50 ms",
     "TTFT overhead p50 ms, K starts",
     "CPU µs/chunk Daphne (direct)",
@@ -604,6 +614,7 @@ def table_row(row: Row) -> str:
         f"{ms(row.added(50))} / {ms(row.added(99))}",
         ms(row.ttft(d)),
         ms(row.ttft(s)),
+        ms(row.ttft(s, upstream=True)),
         ms(row.ttft_overhead()),
         ms(row.ttft_overhead(probes=False)),
         f"{s.cpu_per_chunk():.0f} ({d.cpu_per_chunk():.0f})",

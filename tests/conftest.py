@@ -1,4 +1,5 @@
 import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,16 +14,19 @@ CANARY_KEY = "sk-canary-7f3a9c2e5b1d4e6f8a0b"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def close_shared_thread_connections(django_db_setup, django_db_blocker):
+def close_thread_connections(django_db_setup, django_db_blocker):
     """Async tests reach the database through asgiref's one shared sync thread (the ORM's
-    a* methods, sync_to_async), whose connection nothing closes: PostgreSQL then refused
-    to drop the test database ("being accessed by other users"). Close it first."""
+    a* methods, sync_to_async) and the ASGI handler's pooled request threads, whose
+    connections stay open between requests: PostgreSQL then refused to drop the test
+    database ("being accessed by other users"). Close them first."""
     yield
     from asgiref.sync import sync_to_async
     from django.db import connections
 
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all)())
+        if asgi := sys.modules.get("playground.asgi"):
+            asgi.django_asgi_app.close_idle_threads()
 
 
 def pytest_sessionfinish(session):

@@ -2,14 +2,17 @@
 
 import asyncio
 import json
+import threading
 
 import pytest
 from asgiref import sync
 from asgiref.sync import sync_to_async
 from django.core import signals
 from django.db import close_old_connections, connection, reset_queries
+from django.http import HttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.urls import path
 
 from playground import relay, views
 from playground.models import Conversation, Membership, Message, Provider
@@ -237,11 +240,90 @@ async def test_a_request_crosses_between_the_loop_and_a_thread_a_few_times(alice
     monkeypatch.setattr(sync.AsyncToSync, "__call__", counted_to_loop)
     path = f"/api/conversations/{conv.id}/"
     headers = [(b"host", b"localhost"), (b"cookie", cookie)]
-    response = await HttpCommunicator(application, "GET", path, headers=headers).get_response(timeout=10)
-    await asyncio.sleep(0.1)  # the response's close, after its body went out
+    communicator = HttpCommunicator(application, "GET", path, headers=headers)
+    response = await communicator.get_response(timeout=10)
+    await communicator.wait(timeout=10)  # the response's close, after its body went out
     monkeypatch.undo()
     assert response["status"] == 200
     assert json.loads(response["body"])["title"] == "x"
     # The middleware with the view inside, and the response's close (request_finished
-    # closes the thread's database connection): Django's own handler took 16.
+    # checks the thread's database connection): Django's own handler took 16.
     assert 0 < len(crossings) <= 2, crossings
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_requests_reuse_a_thread_and_its_database_connection(alice, workspace):
+    """Django's handler starts a thread per request (and one more to join it), and each
+    thread opens a database connection; playground.middleware pools the threads, which
+    keep their connection (CONN_MAX_AGE)."""
+    from channels.testing import HttpCommunicator
+
+    from playground.asgi import application
+
+    conv = await Conversation.objects.acreate(workspace=workspace, creator=alice, title="x")
+    client = Client()
+    await sync_to_async(client.force_login)(alice)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    headers = [(b"host", b"localhost"), (b"cookie", cookie)]
+    seen = []
+
+    def note(**kwargs):  # after Django's close_old_connections, on the request's thread
+        seen.append((threading.current_thread(), connection.connection))
+
+    signals.request_finished.connect(note)
+    try:
+        for _ in range(3):
+            path = f"/api/conversations/{conv.id}/"
+            communicator = HttpCommunicator(application, "GET", path, headers=headers)
+            assert (await communicator.get_response(timeout=10))["status"] == 200
+            await communicator.wait(timeout=10)  # the response's close, after its body went out
+    finally:
+        signals.request_finished.disconnect(note)
+    threads, connections = zip(*seen, strict=True)
+    assert len(seen) == 3
+    assert connections[0] is not None
+    assert all(t is threads[0] for t in threads)
+    assert all(c is connections[0] for c in connections)
+
+
+def slow_view(request):
+    slow_view.started.set()
+    slow_view.thread = threading.current_thread()
+    slow_view.release.wait(10)
+    return HttpResponse("late")
+
+
+urlpatterns = [path("slow/", slow_view), path("fast/", lambda request: HttpResponse("ok"))]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_thread_left_running_a_view_is_not_given_to_the_next_request(settings):
+    """When the server cancels a request (Daphne does, some seconds after its client left),
+    the request ends while its view still runs: that thread must not take the next request,
+    which would wait behind the view."""
+    from channels.testing import HttpCommunicator
+
+    from playground.middleware import ASGIHandler
+
+    settings.ROOT_URLCONF = __name__
+    handler = ASGIHandler()
+    slow_view.started, slow_view.release = threading.Event(), threading.Event()
+    try:
+        left = HttpCommunicator(handler, "GET", "/slow/", headers=[(b"host", b"localhost")])
+        await left.send_input({"type": "http.request", "body": b""})
+        assert await asyncio.to_thread(slow_view.started.wait, 10)
+        left.future.cancel()
+        await left.wait(timeout=10)
+        assert handler.idle == []  # its thread still runs the view
+        fast = HttpCommunicator(handler, "GET", "/fast/", headers=[(b"host", b"localhost")])
+        response = await fast.get_response(timeout=10)
+        assert response["status"] == 200
+        assert response["body"] == b"ok"
+        await fast.wait(timeout=10)
+        assert len(handler.idle) == 1
+        assert handler.idle[0].busy == 0
+    finally:
+        slow_view.release.set()
+    await asyncio.to_thread(slow_view.thread.join, 10)
+    assert not slow_view.thread.is_alive()  # the left thread ended once its view returned
+    await asyncio.to_thread(handler.close_idle_threads)
