@@ -1,3 +1,4 @@
+import gc
 import os
 import sys
 
@@ -31,3 +32,9 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# The ~94,000 objects of the loaded code (Django, Twisted, the apps) live as long as the
+# process: move them out of the cyclic garbage collector's sight. A full collection
+# walked them all, stopping every thread for 50-90 ms under load (20 ms after this).
+gc.collect()
+gc.freeze()
