@@ -582,7 +582,7 @@ HEADER = [
     "added p50 / p99 ms",
     "TTFT direct p50 ms",
     "TTFT stack p50 ms",
-    "of which before the upstream's first chunk, p50 ms",
+    "stack TTFT before upstream's chunk 1, p50 ms",
     "TTFT overhead p50 ms",
     "TTFT overhead p50 ms, K starts",
     "CPU µs/chunk Daphne (direct)",

@@ -24,7 +24,10 @@ from 8 ms to over 100 ms from their arrival to the view, about 4 ms idle.
   an idle submission's 13 (tests/test_views.py and the README's figures).
 """
 
+import asyncio
+import itertools
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, sync_to_async
@@ -40,14 +43,19 @@ from django.middleware import clickjacking, common, csrf, security
 class RequestThread(ThreadPoolExecutor):
     """One thread that runs one request's synchronous code at a time, then the next one's.
 
-    `busy` counts calls not yet finished: a request whose client went away returns
-    while its view may still run, and that thread is not handed to another request.
+    `busy` counts calls submitted and not finished: a request the server cancelled
+    returns while its view may still run, and that thread is not handed to another
+    request. (A call cancelled before it started stays counted: its thread is
+    dropped, never wrongly reused.)
     """
 
+    numbers = itertools.count(1)
+
     def __init__(self) -> None:
-        super().__init__(max_workers=1, thread_name_prefix="request")
+        super().__init__(max_workers=1, thread_name_prefix=f"request-{next(self.numbers)}")
         self.busy = 0
         self.lock = threading.Lock()
+        self.idle_since = 0.0
 
     def submit(self, fn, /, *args, **kwargs):
         with self.lock:
@@ -65,13 +73,12 @@ class RequestThread(ThreadPoolExecutor):
 class ASGIHandler(asgi.ASGIHandler):
     """Django's ASGI handler whose middleware chain ends in the synchronous `_get_response`.
 
-    It also drops Django's receivers of `request_started`, `close_old_connections` and
+    It also moves Django's receivers of `request_started`, `close_old_connections` and
     `reset_queries`: these synchronous receivers cost every request one more trip to
-    a thread before its middleware. `request_finished` still runs
-    `close_old_connections` on the request's thread at its end, which closes a
-    connection past its age or broken, and has the next request check it first
-    (`CONN_HEALTH_CHECKS`). (With DEBUG on, a thread's connection keeps its last
-    9,000 queries, Django's cap, rather than one request's.)
+    a thread before its middleware. `request_finished` runs both on the request's
+    thread at its end, in the trip it already makes: a connection past its age or
+    broken is closed, the next request checks it first (`CONN_HEALTH_CHECKS`), and
+    with DEBUG on its query log starts empty.
     """
 
     IDLE_THREADS = 16  # threads (and database connections) kept for the next requests
@@ -79,8 +86,12 @@ class ASGIHandler(asgi.ASGIHandler):
     def __init__(self) -> None:
         signals.request_started.disconnect(close_old_connections)
         signals.request_started.disconnect(reset_queries)
+        signals.request_finished.connect(reset_queries, dispatch_uid="playground-reset-queries")
         super().__init__()
-        self.idle: list[RequestThread] = []
+        self.idle: list[RequestThread] = []  # the most recently used last
+        self.max_idle = connections["default"].settings_dict.get("CONN_MAX_AGE") or 0
+        self.pruning: asyncio.TimerHandle | None = None
+        self.pruning_loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope, receive, send):
         """Django's, with a pooled thread for the request instead of a new one.
@@ -98,13 +109,43 @@ class ASGIHandler(asgi.ASGIHandler):
                 await self.handle(scope, receive, send)
         finally:
             if thread.busy == 0 and len(self.idle) < self.IDLE_THREADS:
+                thread.idle_since = time.monotonic()
                 self.idle.append(thread)
-            else:  # still running a view its client left, or enough are idle
-                thread.submit(connections.close_all)
-                thread.shutdown(wait=False)
+                self.prune_later()
+            else:  # still running a view the server cancelled, or enough are idle
+                self.retire(thread)
+
+    def prune_later(self) -> None:
+        """End the threads (and their connections) left idle for CONN_MAX_AGE seconds.
+
+        A thread's own requests close its connection once past that age; one that
+        no request takes any more (after a burst) would otherwise keep it open.
+        """
+        loop = asyncio.get_running_loop()
+        if self.max_idle and (self.pruning is None or self.pruning_loop is not loop):
+            self.pruning, self.pruning_loop = loop.call_later(self.max_idle, self.prune), loop
+
+    def prune(self) -> None:
+        self.pruning = None
+        cutoff = time.monotonic() - self.max_idle
+        while self.idle and self.idle[0].idle_since <= cutoff:
+            self.retire(self.idle.pop(0))
+        if self.idle:
+            self.prune_later()
+
+    @staticmethod
+    def retire(thread: RequestThread) -> None:
+        thread.submit(connections.close_all)  # after whatever it still runs
+        thread.shutdown(wait=False)
 
     def close_idle_threads(self) -> None:
-        """Close the idle threads' database connections and end the threads."""
+        """Close the idle threads' database connections and end the threads.
+
+        For tests and shutdown: call it while the server's loop is not running.
+        """
+        if self.pruning is not None:
+            self.pruning.cancel()
+            self.pruning = None
         idle, self.idle = self.idle, []
         for thread in idle:
             thread.submit(connections.close_all).result()

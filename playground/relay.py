@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -92,11 +93,16 @@ def start_run(
     answer's events. The loop starts the run's events (its sender, then
     `run.started`) before anything the relay thread hands it, as both go through
     `call_soon_threadsafe`, in that order.
+
+    What a request's thread hands the loop runs in a context of its own (here, in
+    `publish_soon` and in `Process.ensure_started`): tasks would otherwise inherit
+    the request's asgiref `ThreadSensitiveContext`, which ends with the request,
+    and any thread-sensitive call they made after it would raise.
     """
     handle = RunHandle(run, target, slot, process.loop)
     process.runs[run.id] = handle
     try:
-        handle.loop.call_soon_threadsafe(handle.begin, run_dict, messages)
+        handle.loop.call_soon_threadsafe(handle.begin, run_dict, messages, context=contextvars.Context())
         process.executor.submit(handle.execute)
     except BaseException:  # the loop or the pool is shutting down: the stale-run sweep ends it
         process.runs.pop(run.id, None)
@@ -546,7 +552,7 @@ class Process:
             # through one shared queue named after it; another prefix starves the rest.
             self.channel = await layer.new_channel()
             self.loop = loop
-            loop.create_task(self._listen(self.channel))
+            loop.create_task(self._listen(self.channel), context=contextvars.Context())
             if self._keeper is None or not self._keeper.is_alive():
                 self._keeper = threading.Thread(target=self._keep, name="relay-keeper", daemon=True)
                 self._keeper.start()
@@ -710,7 +716,7 @@ def publish_soon(group: str, event: dict) -> None:
         task.add_done_callback(sent)
 
     try:
-        loop.call_soon_threadsafe(send)
+        loop.call_soon_threadsafe(send, context=contextvars.Context())
     except (AttributeError, RuntimeError):  # no loop, or it has closed
         log.warning("could not publish %s to %s: the server loop is not running", event.get("type"), group)
 

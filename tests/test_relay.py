@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import HttpCommunicator, WebsocketCommunicator
 from django.test import Client
@@ -102,6 +102,33 @@ async def receive_deltas(ws, count: int) -> list[dict]:
     while delta_count(events) < count:
         events.append(await ws.receive_json_from(timeout=5))
     return events
+
+
+async def test_what_a_submission_starts_on_the_loop_does_not_inherit_its_request(
+    alice_cookie, conversation, provider, monkeypatch
+):
+    """A task started from a request's thread inherits its context, and with it asgiref's
+    ThreadSensitiveContext of the request (its pooled thread), which ends with the request:
+    a thread-sensitive call the run's sender or a publication made later would raise."""
+    layer, seen = get_channel_layer(), []
+    send_forever, group_send = relay.RunHandle._send_forever, layer.group_send
+
+    async def sender(self):
+        seen.append(SyncToAsync.thread_sensitive_context.get(None))
+        await send_forever(self)
+
+    async def publish(group, message):
+        seen.append(SyncToAsync.thread_sensitive_context.get(None))
+        await group_send(group, message)
+
+    monkeypatch.setattr(relay.RunHandle, "_send_forever", sender)
+    monkeypatch.setattr(layer, "group_send", publish)
+    status, data = await submit(alice_cookie, conversation, provider, "Name this conversation")
+    assert status == 201
+    await wait_for(data["run"]["id"])
+    await asyncio.sleep(0.1)  # the conversation's new title, published without waiting
+    assert len(seen) >= 2  # the sender, and the title's publication
+    assert seen == [None] * len(seen)
 
 
 async def test_it_streams_a_run_to_a_watching_websocket(alice_cookie, conversation, provider):

@@ -7,6 +7,7 @@ import threading
 import pytest
 from asgiref import sync
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
 from django.core import signals
 from django.db import close_old_connections, connection, reset_queries
 from django.http import HttpResponse
@@ -293,7 +294,17 @@ def slow_view(request):
     return HttpResponse("late")
 
 
-urlpatterns = [path("slow/", slow_view), path("fast/", lambda request: HttpResponse("ok"))]
+def thread_view(request):
+    thread_view.threads.append(threading.current_thread())
+    User.objects.exists()  # a query, for the DEBUG query log
+    return HttpResponse("ok")
+
+
+urlpatterns = [
+    path("slow/", slow_view),
+    path("fast/", lambda request: HttpResponse("ok")),
+    path("thread/", thread_view),
+]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -326,4 +337,60 @@ async def test_a_thread_left_running_a_view_is_not_given_to_the_next_request(set
         slow_view.release.set()
     await asyncio.to_thread(slow_view.thread.join, 10)
     assert not slow_view.thread.is_alive()  # the left thread ended once its view returned
+    await asyncio.to_thread(handler.close_idle_threads)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_threads_left_idle_past_the_connection_age_end_with_their_connection(settings):
+    """A burst leaves threads no request takes afterwards; each keeps a connection, which
+    only its own next request would close once past CONN_MAX_AGE: they are pruned."""
+    from channels.testing import HttpCommunicator
+
+    from playground.middleware import ASGIHandler
+
+    settings.ROOT_URLCONF = __name__
+    handler = ASGIHandler()
+    handler.max_idle = 1.0
+    thread_view.threads = []
+
+    async def get() -> None:
+        communicator = HttpCommunicator(handler, "GET", "/thread/", headers=[(b"host", b"localhost")])
+        assert (await communicator.get_response(timeout=10))["status"] == 200
+        await communicator.wait(timeout=10)
+
+    await asyncio.gather(get(), get(), get())
+    assert 1 <= len(handler.idle) <= 3
+    await asyncio.sleep(0.5)
+    await get()
+    # The loop's timers fire in order: the pruning due 1 s after the burst comes before
+    # this wake-up, the next one (1 s later) after it.
+    await asyncio.sleep(0.7)
+    assert len(handler.idle) == 1
+    assert thread_view.threads[-1].is_alive()
+    await asyncio.sleep(1.0)
+    assert handler.idle == []
+    for thread in thread_view.threads:
+        await asyncio.to_thread(thread.join, 5)
+        assert not thread.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_pooled_thread_starts_each_request_with_an_empty_query_log(settings):
+    """With DEBUG on, Django logs a connection's queries; a connection kept across requests
+    would pile up 9,000 of them, whole conversations in the INSERTs."""
+    from channels.testing import HttpCommunicator
+
+    from playground.middleware import ASGIHandler
+
+    settings.ROOT_URLCONF = __name__
+    settings.DEBUG = True
+    handler = ASGIHandler()
+    thread_view.threads = []
+    for _ in range(2):
+        communicator = HttpCommunicator(handler, "GET", "/thread/", headers=[(b"host", b"localhost")])
+        assert (await communicator.get_response(timeout=10))["status"] == 200
+        await communicator.wait(timeout=10)
+    assert thread_view.threads[0] is thread_view.threads[1]
+    logged = await asyncio.wrap_future(handler.idle[0].submit(lambda: len(connection.queries)))
+    assert logged == 0
     await asyncio.to_thread(handler.close_idle_threads)
