@@ -56,6 +56,7 @@ class RequestThread(ThreadPoolExecutor):
         self.busy = 0
         self.lock = threading.Lock()
         self.idle_since = 0.0
+        self.new_request = False
 
     def submit(self, fn, /, *args, **kwargs):
         with self.lock:
@@ -63,6 +64,9 @@ class RequestThread(ThreadPoolExecutor):
         return super().submit(self._counted, fn, *args, **kwargs)
 
     def _counted(self, fn, *args, **kwargs):
+        if self.new_request:  # Django's request_started receiver, without its own trip
+            self.new_request = False
+            reset_queries()
         try:
             return fn(*args, **kwargs)
         finally:  # before the caller hears of the result
@@ -73,12 +77,13 @@ class RequestThread(ThreadPoolExecutor):
 class ASGIHandler(asgi.ASGIHandler):
     """Django's ASGI handler whose middleware chain ends in the synchronous `_get_response`.
 
-    It also moves Django's receivers of `request_started`, `close_old_connections` and
+    It also drops Django's receivers of `request_started`, `close_old_connections` and
     `reset_queries`: these synchronous receivers cost every request one more trip to
-    a thread before its middleware. `request_finished` runs both on the request's
-    thread at its end, in the trip it already makes: a connection past its age or
-    broken is closed, the next request checks it first (`CONN_HEALTH_CHECKS`), and
-    with DEBUG on its query log starts empty.
+    a thread before its middleware. `request_finished` still runs
+    `close_old_connections` on the request's thread at its end: a connection past
+    its age or broken is closed, and the next request checks it first
+    (`CONN_HEALTH_CHECKS`). `reset_queries` runs on the request's thread before its
+    first call (with DEBUG on, each request's query log starts empty).
     """
 
     IDLE_THREADS = 16  # threads (and database connections) kept for the next requests
@@ -86,7 +91,6 @@ class ASGIHandler(asgi.ASGIHandler):
     def __init__(self) -> None:
         signals.request_started.disconnect(close_old_connections)
         signals.request_started.disconnect(reset_queries)
-        signals.request_finished.connect(reset_queries, dispatch_uid="playground-reset-queries")
         super().__init__()
         self.idle: list[RequestThread] = []  # the most recently used last
         self.max_idle = connections["default"].settings_dict.get("CONN_MAX_AGE") or 0
@@ -104,6 +108,7 @@ class ASGIHandler(asgi.ASGIHandler):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         thread = self.idle.pop() if self.idle else RequestThread()
+        thread.new_request = True
         try:
             async with ThreadSensitiveContext(executor=thread):
                 await self.handle(scope, receive, send)
