@@ -35,6 +35,6 @@ application = ProtocolTypeRouter(
 
 # The ~94,000 objects of the loaded code (Django, Twisted, the apps) live as long as the
 # process: move them out of the cyclic garbage collector's sight. A full collection
-# walked them all, stopping every thread for 50-90 ms under load (20 ms after this).
+# walked them all, stopping every thread for 43-89 ms under load (20 ms after this).
 gc.collect()
 gc.freeze()

@@ -27,7 +27,6 @@ from 8 ms to over 100 ms from their arrival to the view, about 4 ms idle.
 import asyncio
 import itertools
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, sync_to_async
@@ -114,7 +113,7 @@ class ASGIHandler(asgi.ASGIHandler):
                 await self.handle(scope, receive, send)
         finally:
             if thread.busy == 0 and len(self.idle) < self.IDLE_THREADS:
-                thread.idle_since = time.monotonic()
+                thread.idle_since = asyncio.get_running_loop().time()
                 self.idle.append(thread)
                 self.prune_later()
             else:  # still running a view the server cancelled, or enough are idle
@@ -127,16 +126,17 @@ class ASGIHandler(asgi.ASGIHandler):
         no request takes any more (after a burst) would otherwise keep it open.
         """
         loop = asyncio.get_running_loop()
-        if self.max_idle and (self.pruning is None or self.pruning_loop is not loop):
-            self.pruning, self.pruning_loop = loop.call_later(self.max_idle, self.prune), loop
+        if not self.max_idle or not self.idle or (self.pruning is not None and self.pruning_loop is loop):
+            return
+        oldest = self.idle[0].idle_since  # the list runs from the longest idle to the latest
+        self.pruning, self.pruning_loop = loop.call_at(oldest + self.max_idle, self.prune), loop
 
     def prune(self) -> None:
         self.pruning = None
-        cutoff = time.monotonic() - self.max_idle
+        cutoff = asyncio.get_running_loop().time() - self.max_idle
         while self.idle and self.idle[0].idle_since <= cutoff:
             self.retire(self.idle.pop(0))
-        if self.idle:
-            self.prune_later()
+        self.prune_later()
 
     @staticmethod
     def retire(thread: RequestThread) -> None:

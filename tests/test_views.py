@@ -358,17 +358,25 @@ async def test_threads_left_idle_past_the_connection_age_end_with_their_connecti
         assert (await communicator.get_response(timeout=10))["status"] == 200
         await communicator.wait(timeout=10)
 
+    async def until(condition, seconds: float = 5) -> bool:
+        for _ in range(int(seconds / 0.02)):
+            if condition():
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
     await asyncio.gather(get(), get(), get())
-    assert 1 <= len(handler.idle) <= 3
+    burst = len(handler.idle)
+    assert 1 <= burst <= 3
     await asyncio.sleep(0.5)
-    await get()
-    # The loop's timers fire in order: the pruning due 1 s after the burst comes before
-    # this wake-up, the next one (1 s later) after it.
-    await asyncio.sleep(0.7)
-    assert len(handler.idle) == 1
+    await get()  # takes the burst's latest thread again
+    assert len(handler.idle) == burst  # none gone before its second of idleness
+    # The burst's other threads go a second after the burst; the last one a second after
+    # the last request.
+    assert await until(lambda: len(handler.idle) == 1)
+    assert handler.idle[0].idle_since > asyncio.get_running_loop().time() - 1.0
     assert thread_view.threads[-1].is_alive()
-    await asyncio.sleep(1.0)
-    assert handler.idle == []
+    assert await until(lambda: handler.idle == [])
     for thread in thread_view.threads:
         await asyncio.to_thread(thread.join, 5)
         assert not thread.is_alive()
