@@ -153,8 +153,8 @@ class ASGIHandler(asgi.ASGIHandler):
             self.pruning = None
         idle, self.idle = self.idle, []
         for thread in idle:
-            thread.submit(connections.close_all).result()
-            thread.shutdown()
+            self.retire(thread)
+            thread.shutdown()  # waits for it
 
     def load_middleware(self, is_async: bool = False) -> None:
         # Loaded as for WSGI: the sync handler at the bottom, sync view hooks, each
