@@ -9,11 +9,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
 # then what django.core.asgi.get_asgi_application() returns, with fewer thread trips.
 django.setup(set_prefix=False)
 
-from playground.middleware import ASGIHandler  # noqa: E402
+from playground.middleware import ASGIHandler, websocket_auth_stack  # noqa: E402
 
 django_asgi_app = ASGIHandler()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -29,7 +28,7 @@ if settings.GIL_SWITCH_MS > 0:  # 0: Python's default
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(websocket_auth_stack(URLRouter(websocket_urlpatterns))),
     }
 )
 

@@ -13,8 +13,13 @@ app does not need per message:
   once by the sender and only read by receivers (consumers serialise them), so
   each receiver gets the same dict: treat received messages as read-only.
 - `receive` builds a new queue on every call (as `setdefault`'s argument), and
-  `group_send` checks every member's name again with a regular expression,
-  although `group_add` checked it.
+  drops the channel's queue whenever it empties, so the next message builds
+  another: here a channel keeps its queue while its receiver waits on it, and
+  loses it when that receiver stops (its wait cancelled, as when a consumer
+  closes) with nothing queued, or when its messages expire, as in channels.
+- `group_send` and `receive` check names with regular expressions for every
+  message, although `group_add` checked the group's and a receiver's channel
+  name is the same each time: each name is checked once.
 """
 
 import asyncio
@@ -28,6 +33,10 @@ from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
     clean_interval = 1.0
     _cleaned_at = 0.0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._checked: set[str] = set()  # channel names already found valid for receive()
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
@@ -55,14 +64,18 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
             raise ChannelFull(channel) from None
 
     async def receive(self, channel: str) -> dict:
-        self.require_valid_channel_name(channel)
+        if channel not in self._checked:
+            self.require_valid_channel_name(channel)
+            self._checked.add(channel)
         self._clean_expired()
         queue = self._queue(channel)
         try:
             _, message = await queue.get()
-        finally:
-            if queue.empty():
-                self.channels.pop(channel, None)
+        except BaseException:  # the receiver stopped waiting: its queue goes unless it holds messages
+            self._checked.discard(channel)
+            if queue.empty() and self.channels.get(channel) is queue:
+                del self.channels[channel]
+            raise
         return message
 
     async def group_send(self, group: str, message: dict) -> None:
@@ -71,9 +84,12 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
     def group_send_now(self, group: str, message: dict) -> None:
         """group_send without awaiting: on the layer's loop, delivered when it returns."""
         assert isinstance(message, dict), "message is not a dict"
-        self.require_valid_group_name(group)
+        members = self.groups.get(group)
+        if members is None:  # group_add checked the names of the groups it made
+            self.require_valid_group_name(group)
+            return
         self._clean_expired()
-        for channel in list(self.groups.get(group, ())):
+        for channel in list(members):
             # As channels does, a full receiver misses the message (consumers detect the gap).
             with contextlib.suppress(ChannelFull):
                 self._put(channel, message)

@@ -30,6 +30,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, sync_to_async
+from channels import auth as channels_auth
+from channels import sessions as channels_sessions
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
@@ -186,3 +188,27 @@ CsrfViewMiddleware = _sync_only(csrf.CsrfViewMiddleware)
 AuthenticationMiddleware = _sync_only(auth.AuthenticationMiddleware)
 MessageMiddleware = _sync_only(messages.MessageMiddleware)
 XFrameOptionsMiddleware = _sync_only(clickjacking.XFrameOptionsMiddleware)
+
+
+# ---------------------------------------------------------------------------- websockets
+
+
+class WebsocketSessionMiddleware(channels_sessions.SessionMiddleware):
+    """channels' SessionMiddleware, without its wrapper around every websocket frame.
+
+    channels wraps `send` to save the session and set its cookie on an
+    `http.response.start`; a websocket never sends one, yet the wrapper read the
+    session's state for every frame the consumer sent (a sixth of the Python calls
+    of relaying an event). Here the consumer gets the server's `send` itself; the
+    session still loads from the cookie, as in channels.
+    """
+
+    async def __call__(self, scope, receive, send):
+        wrapper = channels_sessions.InstanceSessionWrapper(scope, send)
+        await wrapper.resolve_session()
+        return await self.inner(wrapper.scope, receive, send)
+
+
+def websocket_auth_stack(inner):
+    """channels' AuthMiddlewareStack (cookies, session, user), with the session middleware above."""
+    return channels_sessions.CookieMiddleware(WebsocketSessionMiddleware(channels_auth.AuthMiddleware(inner)))

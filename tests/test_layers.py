@@ -1,0 +1,82 @@
+"""The trimmed in-memory channel layer, and the websocket stack's session middleware."""
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.test import Client
+
+from playground.layers import InMemoryChannelLayer
+from playground.middleware import websocket_auth_stack
+
+
+async def test_a_receiver_keeps_its_queue_between_messages_and_leaves_nothing_when_it_stops():
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    await layer.group_add("watchers", channel)
+
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    queue = layer.channels[channel]
+    layer.group_send_now("watchers", {"type": "one"})
+    assert (await waiting)["type"] == "one"
+    assert layer.channels[channel] is queue  # not dropped and rebuilt for the next message
+
+    layer.group_send_now("watchers", {"type": "two"})  # sent while nobody waits: kept
+    assert (await layer.receive(channel))["type"] == "two"
+
+    stopped = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    stopped.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopped
+    assert channel not in layer.channels  # a closed consumer's queue goes with it
+
+
+async def test_a_stopped_receiver_with_messages_queued_keeps_them():
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await layer.send(channel, {"type": "late"})  # arrives as the wait is being cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (await layer.receive(channel))["type"] == "late"
+
+
+async def test_names_are_still_checked():
+    layer = InMemoryChannelLayer()
+    with pytest.raises(TypeError):
+        layer.group_send_now("not a valid group name!", {"type": "x"})
+    with pytest.raises(TypeError):
+        await layer.receive("not valid!either")
+    layer.group_send_now("nobody-here", {"type": "x"})  # a valid group without members: nothing to do
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_websocket_consumers_get_the_servers_send_and_the_session_user():
+    user = await database_sync_to_async(User.objects.create_user)("dora", password="pw-dora-123")
+    client = Client()
+    await database_sync_to_async(client.force_login)(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen["user"] = scope["user"].username  # resolved from the session cookie
+        seen["send"] = send
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    communicator = WebsocketCommunicator(
+        websocket_auth_stack(app), "/ws/", headers=[(b"cookie", cookie.encode())]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    assert seen["user"] == "dora"
+    # channels' session middleware would wrap send in a coroutine that inspects the session
+    # for every frame; websocket frames never carry a cookie, so none sits in between.
+    assert seen["send"] == communicator.output_queue.put
+    await communicator.disconnect()
