@@ -17,11 +17,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from playground import eager_write  # noqa: E402
+from playground import eager_write, ws_frames  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
 
-# The server process's I/O: see playground/eager_write.py and settings.GIL_SWITCH_MS.
+# The server process's I/O: see playground/eager_write.py, ws_frames.py and settings.GIL_SWITCH_MS.
 eager_write.install()
+ws_frames.install()
 if settings.GIL_SWITCH_MS > 0:  # 0: Python's default
     sys.setswitchinterval(settings.GIL_SWITCH_MS / 1000)
 

@@ -606,7 +606,7 @@ class ChatStream:
         return b"".join(chunks)
 
     def _events(self, response: requests.Response) -> Iterator[dict]:
-        for event in sseclient.SSEClient(self._pieces(response)).events():
+        for event in _SSEClient(self._pieces(response)).events():
             try:
                 chunk = self._chunk(event.event, event.data)
             except ProtocolError:
@@ -729,6 +729,7 @@ class LoopReader:
         self.events = _EventCutter()
         self.timer: asyncio.TimerHandle | None = None
         self.watching = False
+        self.ended = False  # `done` is resolved (a plain flag: Future.done() takes a lock)
 
     def start(self) -> None:
         try:
@@ -738,7 +739,7 @@ class LoopReader:
             self.watching = True
             self._arm()
             self._take(head_bytes, eof=False)
-            if self.tls and not self.done.done():
+            if self.tls and not self.ended:
                 self._readable()  # what TLS decrypted beyond http.client's buffer
         except BaseException as exc:
             self._end(exc)
@@ -767,7 +768,7 @@ class LoopReader:
             self._end(exc)
 
     def _take(self, data: bytes, eof: bool) -> None:
-        if self.done.done():
+        if self.ended:
             return
         body = self.body.feed(data)
         if self._relay(self.events.feed(body)):
@@ -812,6 +813,7 @@ class LoopReader:
             # Stopped: whatever the shut-down socket gave meanwhile (over TLS, raw bytes)
             # is not the relay's failure.
             error = Cancelled("Stopped.")
+        self.ended = True
         if not self.done.done():
             if error is None:
                 self.done.set_result(None)
@@ -914,6 +916,22 @@ def _body_framing(response: requests.Response) -> _Framing | None:
     return _Framing()  # close-delimited
 
 
+class _SSEClient(sseclient.SSEClient):
+    """sseclient-py's parser, without looking its logger up for each client.
+
+    The loop makes one per batch of whole events it reads, and `logging.getLogger`
+    (a lock and a dictionary) was the largest part of making one. Parsing is
+    sseclient-py's own `events()`.
+    """
+
+    _log = logging.getLogger(sseclient.__name__)
+
+    def __init__(self, event_source, char_enc: str = "utf-8") -> None:
+        self._logger = self._log
+        self._event_source = event_source
+        self._char_enc = char_enc
+
+
 class _EventCutter:
     """Cuts bytes into whole events (at their blank line) for sseclient-py to parse.
 
@@ -953,12 +971,12 @@ class _EventCutter:
         whole = b"".join([*self.held, data[:cut]])
         rest = data[cut:]
         self.held, self.size, self.edge = ([rest] if rest else []), len(rest), rest[-3:]
-        return sseclient.SSEClient((whole,)).events()
+        return _SSEClient((whole,)).events()
 
     def rest(self) -> Iterator[sseclient.Event]:
         tail = b"".join(self.held)
         self.held, self.size, self.edge = [], 0, b""
-        return sseclient.SSEClient((tail,)).events()
+        return _SSEClient((tail,)).events()
 
 
 def list_models(base_url: str, api_key: str, extra_headers: dict | None = None) -> list[str]:
