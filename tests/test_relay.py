@@ -583,3 +583,23 @@ async def test_a_final_event_numbered_below_what_was_relayed_still_arrives(alice
     assert [(await ws.receive_json_from())["seq"] for _ in range(3)] == [1, 2, 3]
     assert await ws.receive_json_from() == done
     await ws.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relay_thread_keeps_an_sqlite_connection_and_returns_a_server_one():
+    """An SQLite connection is a file handle here, and opening one was a twentieth of a
+    short run's CPU; PostgreSQL connections go back, or a pool of relay threads would
+    hold as many."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    def run_on_a_relay_thread() -> bool:
+        Run.objects.count()
+        relay.release_connection()
+        return connection.connection is not None
+
+    with ThreadPoolExecutor(1) as pool:
+        kept = pool.submit(run_on_a_relay_thread).result()
+        pool.submit(lambda: connection.close()).result()
+    assert kept == (connection.vendor == "sqlite")
