@@ -14,12 +14,13 @@ app does not need per message:
   each receiver gets the same dict: treat received messages as read-only.
 - `receive` builds a new queue on every call (as `setdefault`'s argument), and
   drops the channel's queue whenever it empties, so the next message builds
-  another: here a channel keeps its queue while its receiver waits on it, and
-  loses it when that receiver stops (its wait cancelled, as when a consumer
-  closes) with nothing queued, or when its messages expire, as in channels.
+  another. Here a channel keeps its queue while its receiver comes back for
+  more; an empty queue that nobody waits on goes when its receiver's wait is
+  cancelled (as when a consumer closes), or at the next once-a-second sweep
+  (a receiver that stopped between messages); messages expire as in channels.
 - `group_send` and `receive` check names with regular expressions for every
-  message, although `group_add` checked the group's and a receiver's channel
-  name is the same each time: each name is checked once.
+  message: a group exists only if `group_add` checked its name, and a channel
+  has a queue only if its name was checked, so each name is checked once.
 """
 
 import asyncio
@@ -36,13 +37,16 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._checked: set[str] = set()  # channel names already found valid for receive()
+        self._waiting: dict[str, int] = {}  # channel -> receive() calls waiting on it
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
         if now - self._cleaned_at >= self.clean_interval:
             self._cleaned_at = now
             super()._clean_expired()
+            for channel, queue in list(self.channels.items()):
+                if queue.empty() and not self._waiting.get(channel):
+                    del self.channels[channel]
 
     async def send(self, channel: str, message: dict) -> None:
         assert isinstance(message, dict), "message is not a dict"
@@ -64,18 +68,23 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
             raise ChannelFull(channel) from None
 
     async def receive(self, channel: str) -> dict:
-        if channel not in self._checked:
+        self._clean_expired()  # first: the sweep must not take the queue this call waits on
+        queue = self.channels.get(channel)
+        if queue is None:
             self.require_valid_channel_name(channel)
-            self._checked.add(channel)
-        self._clean_expired()
-        queue = self._queue(channel)
+            queue = self._queue(channel)
+        self._waiting[channel] = self._waiting.get(channel, 0) + 1
         try:
             _, message = await queue.get()
         except BaseException:  # the receiver stopped waiting: its queue goes unless it holds messages
-            self._checked.discard(channel)
-            if queue.empty() and self.channels.get(channel) is queue:
+            if queue.empty() and self._waiting[channel] == 1 and self.channels.get(channel) is queue:
                 del self.channels[channel]
             raise
+        finally:
+            if (left := self._waiting[channel] - 1) > 0:
+                self._waiting[channel] = left
+            else:
+                del self._waiting[channel]
         return message
 
     async def group_send(self, group: str, message: dict) -> None:

@@ -47,6 +47,23 @@ async def test_a_stopped_receiver_with_messages_queued_keeps_them():
     assert (await layer.receive(channel))["type"] == "late"
 
 
+async def test_a_receiver_that_stops_between_messages_leaves_nothing_after_the_sweep():
+    """A consumer closed while it handles a message (not while it waits) never cancels a
+    wait: its empty queue goes at the layer's next once-a-second sweep."""
+    layer = InMemoryChannelLayer()
+    gone, staying = await layer.new_channel(), await layer.new_channel()
+    await layer.send(gone, {"type": "last"})
+    assert (await layer.receive(gone))["type"] == "last"  # ... and no receive() after it
+    waiting = asyncio.ensure_future(layer.receive(staying))
+    await asyncio.sleep(0)
+    layer._cleaned_at = 0.0  # as if a second had passed
+    layer._clean_expired()
+    assert gone not in layer.channels
+    assert staying in layer.channels  # waited on: kept, and the message still arrives
+    await layer.send(staying, {"type": "hello"})
+    assert (await waiting)["type"] == "hello"
+
+
 async def test_names_are_still_checked():
     layer = InMemoryChannelLayer()
     with pytest.raises(TypeError):

@@ -586,20 +586,30 @@ async def test_a_final_event_numbered_below_what_was_relayed_still_arrives(alice
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_relay_thread_keeps_an_sqlite_connection_and_returns_a_server_one():
+def test_a_relay_thread_keeps_an_sqlite_connection_while_young_and_returns_a_server_one():
     """An SQLite connection is a file handle here, and opening one was a twentieth of a
-    short run's CPU; PostgreSQL connections go back, or a pool of relay threads would
-    hold as many."""
+    short run's CPU; it is kept for the thread's next run until CONN_MAX_AGE. PostgreSQL
+    connections go back, or a pool of relay threads would hold as many."""
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import connection
 
-    def run_on_a_relay_thread() -> bool:
-        Run.objects.count()
-        relay.release_connection()
-        return connection.connection is not None
+    def a_run_then_the_next() -> tuple[bool, bool]:
+        saved = connection.settings_dict["CONN_MAX_AGE"]
+        connection.settings_dict["CONN_MAX_AGE"] = 60
+        try:
+            Run.objects.count()
+            relay.settle_connection()  # the end of a run
+            kept = connection.connection is not None
+            connection.close_at = time.monotonic() - 1  # as if 60 s had passed
+            relay.settle_connection()  # the start of the next
+            return kept, connection.connection is None
+        finally:
+            connection.settings_dict["CONN_MAX_AGE"] = saved
+            connection.close()
 
     with ThreadPoolExecutor(1) as pool:
-        kept = pool.submit(run_on_a_relay_thread).result()
-        pool.submit(lambda: connection.close()).result()
+        kept, closed_once_old = pool.submit(a_run_then_the_next).result()
     assert kept == (connection.vendor == "sqlite")
+    assert closed_once_old
