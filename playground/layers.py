@@ -44,9 +44,20 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
         if now - self._cleaned_at >= self.clean_interval:
             self._cleaned_at = now
             super()._clean_expired()
-            for channel, queue in list(self.channels.items()):
-                if queue.empty() and not self._waiting.get(channel):
-                    del self.channels[channel]
+            for channel in list(self.channels):
+                self._drop_if_idle(channel)
+
+    def _drop_if_idle(self, channel: str) -> None:
+        """Forget the channel's queue when it holds nothing and no receive() waits on it."""
+        queue = self.channels.get(channel)
+        if queue is not None and queue.empty() and not self._waiting.get(channel):
+            del self.channels[channel]
+
+    def _done_waiting(self, channel: str) -> None:
+        if (left := self._waiting[channel] - 1) > 0:
+            self._waiting[channel] = left
+        else:
+            del self._waiting[channel]
 
     async def send(self, channel: str, message: dict) -> None:
         assert isinstance(message, dict), "message is not a dict"
@@ -77,14 +88,10 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
         try:
             _, message = await queue.get()
         except BaseException:  # the receiver stopped waiting: its queue goes unless it holds messages
-            if queue.empty() and self._waiting[channel] == 1 and self.channels.get(channel) is queue:
-                del self.channels[channel]
+            self._done_waiting(channel)
+            self._drop_if_idle(channel)
             raise
-        finally:
-            if (left := self._waiting[channel] - 1) > 0:
-                self._waiting[channel] = left
-            else:
-                del self._waiting[channel]
+        self._done_waiting(channel)
         return message
 
     async def group_send(self, group: str, message: dict) -> None:
