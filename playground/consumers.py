@@ -4,7 +4,9 @@ Events carry `seq` per run; this consumer forwards them in order and drops
 repeats, and the browser drops repeats again, so a reconnect loses and repeats
 nothing. A gap means the channel layer dropped messages for a client too far
 behind (its queue is bounded): the socket is closed with code 4008 and the
-browser reconnects, getting a fresh snapshot.
+browser reconnects, getting a fresh snapshot. A run that ended between this socket
+joining the group and listing the active runs is sent as a snapshot of its stored
+state before its queued events, which then mostly drop as repeats.
 """
 
 from __future__ import annotations
@@ -125,6 +127,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         return list(runs.select_related("user"))
 
     @database_sync_to_async
+    def load_run(self, run_id: int) -> Run | None:
+        return Run.objects.select_related("user").filter(id=run_id).first()
+
+    @database_sync_to_async
     def stored_run(self, run_id: int) -> dict | None:
         run = Run.objects.select_related("user").filter(id=run_id).first()
         return run.to_dict() if run else None
@@ -137,7 +143,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if live is not None:
             await self.forward_snapshot({**state, **live, "id": run.id})
             return
-        if run.owner:
+        if run.owner and run.is_active:
             # The run streams in another process: ask it, and hold its events meanwhile.
             self.waiting[run.id] = []
             request = {"type": "run.snapshot_request", "run": run.id, "reply_to": self.channel_name}
@@ -166,6 +172,18 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         live = event.get("snapshot")
         await self.forward_snapshot({**stored, **live, "id": run_id} if live else stored)
+
+    async def catch_up(self, run_id: int, event: dict) -> None:
+        """Events of a run this socket was told nothing of: it began before the socket
+        joined the group and was no longer active when the socket listed the active runs
+        (it ended in between, its events still queued here). Send its state first, then
+        what follows it, as for any snapshot."""
+        self.waiting[run_id] = [event]
+        run = await self.load_run(run_id)
+        if run is None:
+            self.waiting.pop(run_id)
+            return
+        await self.send_snapshot(run)
 
     async def snapshot_timeout(self, run_id: int) -> None:
         if run_id in self.waiting:
@@ -201,6 +219,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(event)
             return
         if last is not None and seq <= last:
+            return
+        if last is None and event["type"] == "run.delta" and seq != 1:
+            await self.catch_up(run_id, event)
             return
         if event["type"] == "run.delta" and seq != (last or 0) + 1:
             # A gap: the layer dropped messages for us. Resync from a fresh snapshot.

@@ -268,6 +268,48 @@ async def test_two_viewers_see_the_same_run(alice_cookie, bob, conversation, pro
     await second.disconnect()
 
 
+async def test_a_viewer_who_joins_as_a_run_ends_gets_its_state_then_its_end(
+    alice_cookie, conversation, provider, fake_relay, monkeypatch
+):
+    """A socket joins the group mid-run and lists the active runs only after the run has
+    ended: the deltas queued for it meanwhile follow nothing it was sent. It sends the
+    run's state, then its end (it used to close with 4008 as for a gap: CI saw it once)."""
+    from playground.consumers import ConversationConsumer
+
+    fake_relay.script(slow_stream(words=40, every=0.03))
+    first = await watch(alice_cookie, conversation)
+    await submit(alice_cookie, conversation, provider)
+    await receive_deltas(first, 2)
+
+    joined, ended, consumers = asyncio.Event(), asyncio.Event(), []
+    list_active = ConversationConsumer.__dict__["active_runs"]
+
+    async def after_the_end(consumer):
+        consumers.append(consumer)
+        joined.set()
+        await ended.wait()
+        return await list_active.__get__(consumer, ConversationConsumer)()
+
+    monkeypatch.setattr(ConversationConsumer, "active_runs", after_the_end)
+    second = await watch(alice_cookie, conversation)
+    await joined.wait()
+    done = (await receive_until(first, "run.done"))[-1]
+    queue = get_channel_layer().channels[consumers[0].channel_name]
+    queued = [message["type"] for _, message in list(queue._queue)]
+    assert "run.delta" in queued  # the case at hand
+    assert queued[-1] == "run.done"
+    ended.set()
+
+    events = await receive_until(second, "run.done")
+    assert [e["type"] for e in events] == ["sync", "snapshot", "run.done"]
+    assert events[0]["active"] == []
+    assert events[1]["run"]["status"] == Run.Status.COMPLETED
+    assert events[1]["run"]["choices"][0]["content"] == done["run"]["choices"][0]["content"] != ""
+    assert events[2] == done
+    await first.disconnect()
+    await second.disconnect()
+
+
 async def test_a_reconnect_mid_stream_loses_and_repeats_nothing(
     alice_cookie, conversation, provider, fake_relay
 ):
