@@ -7,7 +7,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -72,11 +72,7 @@ def membership_for(user, workspace_id: int) -> Membership:
 def conversation_for(user, conversation_id: int, *, write: bool = False, lock: bool = False) -> Conversation:
     """The conversation, if `user` is a member of its workspace: one query, the role
     read alongside. `lock` (inside a transaction) locks its row until the commit."""
-    role = Membership.objects.filter(user=user, workspace=OuterRef("workspace")).values("role")[:1]
-    conversations = Conversation.objects.annotate(member_role=Subquery(role))
-    if lock:
-        conversations = conversations.select_for_update(of=("self",))
-    conversation = conversations.filter(id=conversation_id).first()
+    conversation = Conversation.objects.for_member(user.id, conversation_id, lock=lock)
     if conversation is None or conversation.member_role is None:
         raise Http404
     if write and not Membership(role=conversation.member_role).can_run:
@@ -316,9 +312,7 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
                 data = clean_submission(json.loads(raw or b"null"))
             except ValueError:
                 raise Invalid({"body": "is not valid JSON"}) from None
-            provider = Provider.objects.filter(
-                id=data["provider"], workspace_id=conv.workspace_id, enabled=True
-            ).first()
+            provider = Provider.objects.usable(data["provider"], conv.workspace_id)
             if provider is None:
                 raise Invalid({"provider": "is not an enabled provider of this workspace"})
             try:
@@ -339,7 +333,7 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
 
 def create_run(user, conv: Conversation, provider: Provider, data: dict, target: relay.Target):
     """Called inside prepare_run's transaction, with the conversation's row locked."""
-    existing = list(conv.messages.all())
+    existing = conv.ordered_messages()
     changed = sync_system_prompt(conv, data["system"], existing)
     position = max((m.position for m in existing), default=0) + 1
     new = []

@@ -9,7 +9,7 @@ from asgiref import sync
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.core import signals
-from django.db import close_old_connections, connection, reset_queries
+from django.db import close_old_connections, connection, reset_queries, transaction
 from django.http import HttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -187,6 +187,57 @@ def test_a_submission_reads_the_conversation_and_its_messages_once(alice, conver
         ("user", "now"),
     ]
     assert run.request_body["messages"] == Conversation.objects.get(id=conversation.id).history()
+
+
+def test_a_conversation_comes_with_the_callers_role_in_its_workspace(alice, bob, charlie, conversation):
+    Membership.objects.filter(user=bob).update(role=Membership.Role.VIEWER)
+    roles = {
+        user.username: Conversation.objects.for_member(user.id, conversation.id).member_role
+        for user in (alice, bob, charlie)
+    }
+    assert roles == {"alice": "owner", "bob": "viewer", "charlie": None}
+    found = Conversation.objects.for_member(alice.id, conversation.id)
+    assert (found.title, found.workspace_id, found.created_at) == (
+        "Tides",
+        conversation.workspace_id,
+        conversation.created_at,
+    )
+    assert Conversation.objects.for_member(alice.id, conversation.id + 1000) is None
+
+
+def test_a_locked_lookup_locks_the_conversations_row_where_the_database_can(alice, conversation):
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        Conversation.objects.for_member(alice.id, conversation.id, lock=True)
+    select = next(q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT"))
+    assert select.endswith(" FOR UPDATE OF c") == (connection.vendor == "postgresql")
+
+
+def test_messages_read_in_order_as_the_orm_reads_them(conversation):
+    """`ordered_messages` is SQL: each field still comes back as its Python type."""
+    parts = [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "data:,"}}]
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    Message.objects.create(
+        conversation=conversation, position=2, role="assistant", content="", tool_calls=calls
+    )
+    Message.objects.create(conversation=conversation, position=1, role="user", content=parts)
+    Message.objects.create(
+        conversation=conversation, position=2, role="assistant", content="b", choice_index=1, in_history=False
+    )
+    fields = [f.attname for f in Message._meta.concrete_fields]
+    read = [[getattr(m, name) for name in fields] for m in conversation.ordered_messages()]
+    assert read == [[getattr(m, name) for name in fields] for m in conversation.messages.all()]
+    assert [(m.position, m.choice_index) for m in conversation.ordered_messages()] == [(1, 0), (2, 0), (2, 1)]
+    assert read[0][fields.index("content")] == parts
+
+
+def test_a_disabled_provider_cannot_be_used(as_alice, conversation, provider):
+    Provider.objects.filter(id=provider.id).update(enabled=False)
+    body = {"provider": provider.id, "model": "m", "message": "hi"}
+    response = as_alice.post(
+        f"/api/conversations/{conversation.id}/runs/", json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"provider": "is not an enabled provider of this workspace"}
 
 
 @pytest.mark.parametrize(("before", "after", "stored"), [("Old.", "New.", ["New."]), ("Old.", "", [])])
