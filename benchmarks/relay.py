@@ -25,7 +25,9 @@ reported too, as "TTFT overhead, K starts").
 
 Per-chunk latency = receive time - embedded send time, for every marker, including markers
 the relay coalesced into one `run.delta`. Added latency = stack percentile - direct
-percentile (a difference of percentiles, not a percentile of differences).
+percentile (a difference of percentiles, not a percentile of differences). The targets
+apply to all chunks; "all K flowing" takes only the chunks written between the last
+stream's first chunk and the first stream's last: the ramp's K submissions are not in it.
 TTFT = first marker received - request start (direct: its POST; stack: the submit POST);
 the stack's TTFT is also split at the time its first marker was written upstream: before
 it, the submission and the relay's request; after it, the chunk's way through the relay.
@@ -210,6 +212,7 @@ class Stream:
     first_marker: float | None = None
     first_sent: float | None = None  # when the upstream wrote that marker
     latencies: list[float] = field(default_factory=list)  # ms, one per marker received
+    sent: list[float] = field(default_factory=list)  # when the upstream wrote each of them
     indices: list[int] = field(default_factory=list)
     status: str = "unfinished"
     final_markers: int | None = None  # markers in run.done's text (stack only)
@@ -218,6 +221,7 @@ class Stream:
         for index, sent in MARKER.findall(text):
             self.indices.append(int(index))
             self.latencies.append((received - float(sent)) * 1000)
+            self.sent.append(float(sent))
             if self.first_marker is None:
                 self.first_marker, self.first_sent = received, float(sent)
 
@@ -265,6 +269,16 @@ class Phase:
     @property
     def latencies(self) -> list[float]:
         return [value for s in self.streams for value in s.latencies]
+
+    def latencies_while_all_flow(self) -> list[float]:
+        """Those of chunks written while all K streams flowed: after the last one's first
+        chunk, before the first one's last (the probes count, but do not set the bounds)."""
+        main = [s for s in self.streams if not s.start.probe and s.sent]
+        if not main:
+            return []
+        begin, end = max(s.sent[0] for s in main), min(s.sent[-1] for s in main)
+        pairs = ((t, ms) for s in self.streams for t, ms in zip(s.sent, s.latencies, strict=True))
+        return [ms for t, ms in pairs if begin <= t <= end]
 
     def ttfts(self, probes: bool, upstream: bool = False) -> list[float]:
         values = (s.ttft_upstream if upstream else s.ttft for s in self.streams if s.start.probe == probes)
@@ -523,6 +537,10 @@ class Row:
     def added(self, q: float) -> float:
         return percentile(self.stack.latencies, q) - percentile(self.direct.latencies, q)
 
+    def added_while_all_flow(self, q: float) -> float:
+        stack, direct = self.stack.latencies_while_all_flow(), self.direct.latencies_while_all_flow()
+        return percentile(stack, q) - percentile(direct, q)
+
     def ttft(self, phase: Phase, probes: bool = True, upstream: bool = False) -> float:
         return percentile(phase.ttfts(probes, upstream), 50)
 
@@ -580,6 +598,7 @@ HEADER = [
     "direct p50 / p99 ms",
     "stack p50 / p99 ms",
     "added p50 / p99 ms",
+    "added p50 / p99 ms, all K flowing",
     "TTFT direct p50 ms",
     "TTFT stack p50 ms",
     "stack TTFT before upstream's chunk 1, p50 ms",
@@ -612,6 +631,7 @@ def table_row(row: Row) -> str:
         pair(d.latencies),
         pair(s.latencies),
         f"{ms(row.added(50))} / {ms(row.added(99))}",
+        f"{ms(row.added_while_all_flow(50))} / {ms(row.added_while_all_flow(99))}",
         ms(row.ttft(d)),
         ms(row.ttft(s)),
         ms(row.ttft(s, upstream=True)),
