@@ -490,6 +490,69 @@ async def test_foreign_origins_are_refused(alice_cookie, conversation):
     assert connected is False
 
 
+def test_the_final_write_stores_every_field_as_the_orm_reads_it(alice, conversation, provider):
+    """save_answer writes its UPDATE as SQL from each field's prepared value: every field
+    must read back as written (JSON, datetimes, the cost's Decimal, nulls)."""
+    from decimal import Decimal
+
+    run = Run.objects.create(conversation=conversation, user=alice, provider=provider, model="m", position=1)
+    now = timezone.now()
+    choices = [
+        {
+            "index": 0,
+            "content": "Hi ✓",
+            "reasoning": "r",
+            "tool_calls": None,
+            "logprobs": None,
+            "finish_reason": "stop",
+        },
+        {
+            "index": 1,
+            "content": "",
+            "reasoning": "",
+            "tool_calls": [{"id": "t"}],
+            "logprobs": None,
+            "finish_reason": "tool_calls",
+        },
+    ]
+    final = {
+        "status": Run.Status.COMPLETED,
+        "output": choices,
+        "finish_reasons": ["stop", "tool_calls"],
+        "last_seq": 7,
+        "finished_at": now,
+        "first_byte_at": now - timedelta(seconds=2),
+        "first_token_at": now - timedelta(seconds=1),
+        "first_reasoning_at": now - timedelta(seconds=1),
+        "first_content_at": None,
+        "response_status": 200,
+        "response_headers": {"content-type": "text/event-stream"},
+        "raw_frames": ['data: {"a": 1}', "data: [DONE]"],
+        "frames_dropped": 3,
+        "error_kind": "",
+        "error_message": "",
+        "prompt_tokens": 11,
+        "completion_tokens": 5,
+        "total_tokens": 16,
+        "reasoning_tokens": None,
+        "cached_tokens": 2,
+        "usage_estimated": False,
+        "cost_usd": Decimal("0.00012345"),
+    }
+    assert sorted(final) == sorted(relay.FINAL_FIELDS)
+    for name, value in final.items():
+        setattr(run, name, value)
+    messages = relay.save_answer(run)
+    stored = Run.objects.get(id=run.id)
+    assert {name: getattr(stored, name) for name in final} == final
+    assert [(m.choice_index, m.content, m.in_history) for m in Message.objects.filter(run=run)] == [
+        (0, "Hi ✓", True),
+        (1, "", False),
+    ]
+    assert [m.id for m in messages] == list(Message.objects.filter(run=run).values_list("id", flat=True))
+    assert Conversation.objects.get(id=conversation.id).updated_at >= now
+
+
 async def test_an_interrupted_run_is_reconciled(alice, alice_cookie, conversation, provider):
     old = timezone.now() - timedelta(minutes=5)
     partial = [
