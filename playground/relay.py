@@ -39,7 +39,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from playground.models import Conversation, Message, Run, cost_of
+from playground.models import Conversation, Message, Run, cost_of, update_sql
 from playground.tokens import count_prompt_tokens, count_tokens
 from playground.upstream import (
     Accumulator,
@@ -516,16 +516,6 @@ FINAL_FIELDS = [
     "usage_estimated",
     "cost_usd",
 ]
-
-
-def update_sql(model, fields: list, condition: str = "") -> str:
-    """An UPDATE of `fields` of one row of `model` (by id, then `condition`), its values
-    from `get_db_prep_save`. The final write and the keeper's checkpoint use it: Django
-    built the same statements in over a millisecond of Python each, and on SQLite a writer
-    holds the write lock meanwhile."""
-    quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
-    return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE id = %s{condition}"
 
 
 def save_answer(run: Run) -> list[Message]:

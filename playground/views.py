@@ -6,7 +6,7 @@ from functools import wraps
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -17,7 +17,7 @@ from playground import relay
 from playground.capabilities import ProbeBusy, ProbeFailed, apply_profile, probe
 from playground.forms import PARAMETERS, Invalid, build_body, clean_submission, split_body
 from playground.keys import KeyDecryptError
-from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
+from playground.models import Conversation, Membership, Message, Provider, Run, Workspace, insert, update_sql
 from playground.snippets import ImportError_, code_for, parse_request
 from playground.tokens import content_text
 from playground.upstream import UpstreamError, build_headers, list_models, masked_headers, wire_json
@@ -339,8 +339,8 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
     new = []
     if data["message"] != "":
         new.append(
-            Message.objects.create(
-                conversation=conv, position=position, role=Message.Role.USER, content=data["message"]
+            insert(
+                Message(conversation=conv, position=position, role=Message.Role.USER, content=data["message"])
             )
         )
         position += 1
@@ -353,7 +353,7 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
         data["model"], conv.history(reasoning_field, [*existing, *new]), params, data["extra_body"]
     )
     headers = masked_headers(build_headers(target.api_key, target.headers, stream=bool(body.get("stream"))))
-    run = Run.objects.create(
+    run = Run(
         base_url=target.base_url,
         conversation=conv,
         user=user,
@@ -368,11 +368,15 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
         heartbeat_at=timezone.now(),
         owner=relay.process.channel,
     )
+    insert(run)
     title = None
     if conv.title == "New conversation" and data["message"]:
         conv.title = title = title_from(data["message"])
     conv.updated_at = timezone.now()
-    conv.save(update_fields=["title", "updated_at"])
+    fields = [Conversation._meta.get_field(name) for name in ("title", "updated_at")]
+    with connection.cursor() as cursor:
+        values = [f.get_db_prep_save(getattr(conv, f.attname), connection) for f in fields]
+        cursor.execute(update_sql(Conversation, fields), [*values, conv.id])
     return run, [m.to_dict() for m in [*changed, *new]], title
 
 
