@@ -4,9 +4,10 @@ Events carry `seq` per run; this consumer forwards them in order and drops
 repeats, and the browser drops repeats again, so a reconnect loses and repeats
 nothing. A gap means the channel layer dropped messages for a client too far
 behind (its queue is bounded): the socket is closed with code 4008 and the
-browser reconnects, getting a fresh snapshot. A run that ended between this socket
-joining the group and listing the active runs is sent as a snapshot of its stored
-state before its queued events, which then mostly drop as repeats.
+browser reconnects, getting a fresh snapshot. A delta of a run this socket was told
+nothing of (it began before the socket joined the group, and had ended by the time the
+socket listed the active runs) is preceded by a snapshot of the run's state; the
+deltas queued after it then mostly drop as repeats.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         if run.owner and run.is_active:
             # The run streams in another process: ask it, and hold its events meanwhile.
-            self.waiting[run.id] = []
+            self.waiting.setdefault(run.id, [])  # a catch-up holds the event that started it
             request = {"type": "run.snapshot_request", "run": run.id, "reply_to": self.channel_name}
             await self.channel_layer.send(run.owner, request)
             asyncio.get_running_loop().call_later(
@@ -174,14 +175,16 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.forward_snapshot({**stored, **live, "id": run_id} if live else stored)
 
     async def catch_up(self, run_id: int, event: dict) -> None:
-        """Events of a run this socket was told nothing of: it began before the socket
-        joined the group and was no longer active when the socket listed the active runs
-        (it ended in between, its events still queued here). Send its state first, then
-        what follows it, as for any snapshot."""
+        """A delta of a run this socket was told nothing of (neither its start nor a
+        snapshot): it began before the socket joined the group and was no longer active
+        when the socket listed the active runs (it ended in between, its events still
+        queued here). Send its state first, then what follows it, as for any snapshot."""
         self.waiting[run_id] = [event]
         run = await self.load_run(run_id)
-        if run is None:
+        if run is None:  # not stored (deleted with its conversation): relay it as it comes
             self.waiting.pop(run_id)
+            self.seqs[run_id] = event["seq"]
+            await self.send_json(event)
             return
         await self.send_snapshot(run)
 
@@ -220,7 +223,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         if last is not None and seq <= last:
             return
-        if last is None and event["type"] == "run.delta" and seq != 1:
+        if last is None and event["type"] == "run.delta":
             await self.catch_up(run_id, event)
             return
         if event["type"] == "run.delta" and seq != (last or 0) + 1:

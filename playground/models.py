@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from playground import keys
@@ -121,7 +122,8 @@ STATEMENTS = {
 }
 
 
-_quoted: dict[tuple[str, str], str] = {}
+_quoted: dict[tuple[str, str], str] = {}  # (vendor, statement name) -> SQL
+_inserts: dict[tuple[str, str], str] = {}  # (vendor, model label) -> SQL
 
 
 def sql_for(alias: str, name: str) -> str:
@@ -137,8 +139,9 @@ def sql_for(alias: str, name: str) -> str:
 
 
 def update_sql(model, fields: list, condition: str = "") -> str:
-    """An UPDATE of `fields` of one row of `model` (by id, then `condition`), its values
-    from `get_db_prep_save`: for the writes every run makes (see `sql_for`)."""
+    """An UPDATE of `fields` of one row of `model` (by id, then `condition`), for the
+    writes every run makes (see `sql_for`). Its parameters: each field's
+    `get_db_prep_save` of the new value, then the id."""
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
     return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE id = %s{condition}"
@@ -152,15 +155,15 @@ def insert(instance: models.Model) -> models.Model:
     values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
     returns = connection.features.can_return_columns_from_insert
     key = (connection.vendor, model._meta.label)
-    if key not in _quoted:
+    if key not in _inserts:
         quote = connection.ops.quote_name
         columns = ", ".join(quote(f.column) for f in fields)
         placeholders = ", ".join(["%s"] * len(fields))
         returning = f" RETURNING {quote(model._meta.pk.column)}" if returns else ""
         table = quote(model._meta.db_table)
-        _quoted[key] = f"INSERT INTO {table} ({columns}) VALUES ({placeholders}){returning}"
+        _inserts[key] = f"INSERT INTO {table} ({columns}) VALUES ({placeholders}){returning}"
     with connection.cursor() as cursor:
-        cursor.execute(_quoted[key], values)
+        cursor.execute(_inserts[key], values)
         pk = cursor.fetchone()[0] if returns else cursor.lastrowid
     instance.pk = model._meta.pk.to_python(pk)
     instance._state.adding, instance._state.db = False, DEFAULT_DB_ALIAS
@@ -241,6 +244,8 @@ class ConversationManager(models.Manager):
         database can: SQLite's transactions here take the write lock as they begin)."""
         connection = connections[self.db]
         sql = sql_for(self.db, "conversation_for_member")
+        if lock and connection.get_autocommit():  # as select_for_update() does
+            raise TransactionManagementError("A locking read needs a transaction.")
         if lock and connection.features.has_select_for_update:
             sql += " FOR UPDATE OF c" if connection.features.has_select_for_update_of else " FOR UPDATE"
         return next(iter(self.raw(sql, [user_id, conversation_id])), None)

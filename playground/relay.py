@@ -35,7 +35,7 @@ from datetime import timedelta
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -542,6 +542,8 @@ def save_answer(run: Run) -> list[Message]:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(update_sql(Run, fields), [*values, run.id])
+            if cursor.rowcount != 1:  # as save(update_fields=...) did: the run was deleted
+                raise DatabaseError(f"run {run.id} is gone: its final state was not stored")
             cursor.execute(update_sql(Conversation, [touched]), [now, run.conversation_id])
         Message.objects.bulk_create(messages)
     if connection.features.can_return_rows_from_bulk_insert:

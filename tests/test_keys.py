@@ -61,7 +61,7 @@ async def test_a_canary_key_appears_nowhere(alice, workspace, fake_relay, caplog
     conversation = await Conversation.objects.acreate(workspace=workspace, creator=alice)
     cookie = await sync_to_async(session_cookie)(alice)
     ws = await watch(cookie, conversation)
-    frames = [await ws.receive_json_from()]
+    frames = [ws.synced]
     await submit(cookie, conversation, provider, "hello")
     frames += await receive_until(ws, "run.done")
     fake_relay.script(respond(401, {"error": {"message": f"Incorrect API key provided: {CANARY_KEY}."}}))

@@ -79,10 +79,17 @@ async def submit(cookie, conversation, provider, message="Hi", **params):
     return await post(cookie, f"/api/conversations/{conversation.id}/runs/", body)
 
 
-async def watch(cookie: str, conversation) -> WebsocketCommunicator:
+async def watch(cookie: str, conversation, synced: bool = True) -> WebsocketCommunicator:
+    """A websocket on the conversation; with `synced`, once its consumer has joined the
+    conversation's group and listed the runs in progress (its "sync" event, kept as
+    `ws.synced`). `connect()` returns at the accept, before either: a run submitted
+    then could start, or even end, before the socket hears of it."""
     ws = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers(cookie))
     connected, _ = await ws.connect(timeout=5)
     assert connected
+    if synced:
+        ws.synced = await ws.receive_json_from(timeout=5)
+        assert ws.synced["type"] == "sync", ws.synced
     return ws
 
 
@@ -133,7 +140,7 @@ async def test_what_a_submission_starts_on_the_loop_does_not_inherit_its_request
 
 async def test_it_streams_a_run_to_a_watching_websocket(alice_cookie, conversation, provider):
     ws = await watch(alice_cookie, conversation)
-    assert await ws.receive_json_from() == {"type": "sync", "active": []}
+    assert ws.synced == {"type": "sync", "active": []}
     status, data = await submit(alice_cookie, conversation, provider, "Hello")
     assert status == 201
     events = await receive_until(ws, "run.done")
@@ -165,7 +172,6 @@ async def test_a_submission_crosses_to_a_thread_and_back_once(
     from django.db import close_old_connections, reset_queries
 
     ws = await watch(alice_cookie, conversation)
-    await ws.receive_json_from()
     crossings = []
     to_thread, to_loop = sync.SyncToAsync.__call__, sync.AsyncToSync.__call__
 
@@ -278,7 +284,7 @@ async def test_a_viewer_who_joins_as_a_run_ends_gets_its_state_then_its_end(
 
     fake_relay.script(slow_stream(words=40, every=0.03))
     first = await watch(alice_cookie, conversation)
-    await submit(alice_cookie, conversation, provider)
+    _, data = await submit(alice_cookie, conversation, provider)
     await receive_deltas(first, 2)
 
     joined, ended, consumers = asyncio.Event(), asyncio.Event(), []
@@ -291,13 +297,17 @@ async def test_a_viewer_who_joins_as_a_run_ends_gets_its_state_then_its_end(
         return await list_active.__get__(consumer, ConversationConsumer)()
 
     monkeypatch.setattr(ConversationConsumer, "active_runs", after_the_end)
-    second = await watch(alice_cookie, conversation)
+    second = await watch(alice_cookie, conversation, synced=False)  # its listing waits for the end
     await joined.wait()
     done = (await receive_until(first, "run.done"))[-1]
     queue = get_channel_layer().channels[consumers[0].channel_name]
     queued = [message["type"] for _, message in list(queue._queue)]
     assert "run.delta" in queued  # the case at hand
     assert queued[-1] == "run.done"
+    for _ in range(200):  # and the relay thread has let go of it: its state is the stored one
+        if data["run"]["id"] not in relay.process.runs:
+            break
+        await asyncio.sleep(0.01)
     ended.set()
 
     events = await receive_until(second, "run.done")
@@ -322,9 +332,9 @@ async def test_a_reconnect_mid_stream_loses_and_repeats_nothing(
     await asyncio.sleep(0.2)  # deltas published meanwhile reach nobody
     again = await watch(alice_cookie, conversation)
     after = await receive_until(again, "run.done")
-    assert after[0] == {"type": "sync", "active": [run_id]}
-    assert after[1]["type"] == "snapshot"
-    assert after[1]["run"]["choices"][0]["content"].startswith(text_of(before, run_id))
+    assert again.synced == {"type": "sync", "active": [run_id]}
+    assert after[0]["type"] == "snapshot"
+    assert after[0]["run"]["choices"][0]["content"].startswith(text_of(before, run_id))
     expected = "".join(f" w{i}" for i in range(40))
     assert text_of(after, run_id) == expected
     assert after[-1]["run"]["choices"][0]["content"] == expected
@@ -553,6 +563,15 @@ def test_the_final_write_stores_every_field_as_the_orm_reads_it(alice, conversat
     assert Conversation.objects.get(id=conversation.id).updated_at >= now
 
 
+def test_the_final_write_of_a_deleted_run_fails_as_the_orms_did(alice, conversation, provider):
+    from django.db import DatabaseError
+
+    run = Run.objects.create(conversation=conversation, user=alice, provider=provider, model="m", position=1)
+    Run.objects.filter(id=run.id).delete()
+    with pytest.raises(DatabaseError, match="is gone"):
+        relay.save_answer(run)
+
+
 async def test_an_interrupted_run_is_reconciled(alice, alice_cookie, conversation, provider):
     old = timezone.now() - timedelta(minutes=5)
     partial = [
@@ -580,7 +599,7 @@ async def test_an_interrupted_run_is_reconciled(alice, alice_cookie, conversatio
         position=2,
     )
     ws = await watch(alice_cookie, conversation)
-    assert await ws.receive_json_from() == {"type": "sync", "active": []}
+    assert ws.synced == {"type": "sync", "active": []}
     await orphan.arefresh_from_db()
     assert orphan.status == "interrupted"
     assert orphan.error_kind == "interrupted"
@@ -611,7 +630,6 @@ async def test_a_client_that_falls_behind_is_closed_and_resyncs(
 ):
     """A gap in seq means the layer dropped messages for us: close with 4008."""
     ws = await watch(alice_cookie, conversation)
-    await ws.receive_json_from()
     layer = get_channel_layer()
     await layer.group_send(
         f"conversation-{conversation.id}", {"type": "run.delta", "run": 999, "seq": 1, "choices": []}
@@ -625,7 +643,6 @@ async def test_a_client_that_falls_behind_is_closed_and_resyncs(
 
 async def test_watchers_hear_of_a_rename_and_a_delete(alice_cookie, conversation):
     ws = await watch(alice_cookie, conversation)
-    await ws.receive_json_from()
     path = f"/api/conversations/{conversation.id}/"
     await post(alice_cookie, path, {"title": "Renamed"}, method="PATCH")
     assert await ws.receive_json_from() == {
@@ -666,7 +683,6 @@ async def test_an_event_stream_is_read_on_the_event_loop(
 
 async def test_the_first_message_names_the_conversation_for_watchers(alice_cookie, conversation, provider):
     ws = await watch(alice_cookie, conversation)
-    await ws.receive_json_from()
     await submit(alice_cookie, conversation, provider, "Why is the sky blue?")
     events = await receive_until(ws, "run.done")
     renamed = [e for e in events if e["type"] == "conversation.changed"]
@@ -679,7 +695,6 @@ async def test_the_first_message_names_the_conversation_for_watchers(alice_cooki
 async def test_a_final_event_numbered_below_what_was_relayed_still_arrives(alice_cookie, conversation):
     """A run reconciled after its process died ends at its checkpoint, below later deltas."""
     ws = await watch(alice_cookie, conversation)
-    await ws.receive_json_from()
     layer, group = get_channel_layer(), f"conversation-{conversation.id}"
     for seq in (1, 2, 3):
         await layer.group_send(group, {"type": "run.delta", "run": 7, "seq": seq, "choices": []})

@@ -3,13 +3,15 @@
 import asyncio
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref import sync
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.core import signals
-from django.db import close_old_connections, connection, reset_queries, transaction
+from django.db import OperationalError, close_old_connections, connection, reset_queries, transaction
+from django.db.transaction import TransactionManagementError
 from django.http import HttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -206,11 +208,32 @@ def test_a_conversation_comes_with_the_callers_role_in_its_workspace(alice, bob,
     assert Conversation.objects.for_member(alice.id, conversation.id + 1000) is None
 
 
-def test_a_locked_lookup_locks_the_conversations_row_where_the_database_can(alice, conversation):
-    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_lookup_locks_the_conversations_row(alice, conversation):
+    """One submission at a time per conversation: on PostgreSQL the row stays locked until
+    the commit (SQLite's transactions here take the database's write lock as they begin)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite locks the whole database")
+    with pytest.raises(TransactionManagementError):
         Conversation.objects.for_member(alice.id, conversation.id, lock=True)
-    select = next(q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT"))
-    assert select.endswith(" FOR UPDATE OF c") == (connection.vendor == "postgresql")
+
+    def lock_from_another_connection() -> str:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                table = Conversation._meta.db_table
+                cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE NOWAIT", [conversation.id])
+            return "free"
+        except OperationalError:
+            return "locked"
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        Conversation.objects.for_member(alice.id, conversation.id, lock=True)
+        with ThreadPoolExecutor(1) as pool:  # a thread of its own: a connection of its own
+            assert pool.submit(lock_from_another_connection).result() == "locked"
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(lock_from_another_connection).result() == "free"
 
 
 def test_messages_read_in_order_as_the_orm_reads_them(conversation):
