@@ -31,6 +31,10 @@ CLOSE_BEHIND = 4008
 SNAPSHOT_TIMEOUT = 2.0
 
 
+def find_run(run_id: int) -> Run | None:
+    return Run.objects.select_related("user").filter(id=run_id).first()
+
+
 class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def __call__(self, scope, receive, send) -> None:
         """channels' AsyncConsumer.__call__, with one reading loop per source.
@@ -129,11 +133,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def load_run(self, run_id: int) -> Run | None:
-        return Run.objects.select_related("user").filter(id=run_id).first()
+        return find_run(run_id)
 
     @database_sync_to_async
     def stored_run(self, run_id: int) -> dict | None:
-        run = Run.objects.select_related("user").filter(id=run_id).first()
+        run = find_run(run_id)
         return run.to_dict() if run else None
 
     # -- snapshots

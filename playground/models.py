@@ -132,9 +132,8 @@ def sql_for(alias: str, name: str) -> str:
     key = (connection.vendor, name)
     if key not in _quoted:
         quote = connection.ops.quote_name
-        tables = {m.__name__.lower(): quote(m._meta.db_table) for m in (Membership, Provider, Conversation)}
-        tables["message"] = quote(Message._meta.db_table)
-        _quoted[key] = STATEMENTS[name].format(**tables)
+        named = (Membership, Provider, Conversation, Message)
+        _quoted[key] = STATEMENTS[name].format(**{m.__name__.lower(): quote(m._meta.db_table) for m in named})
     return _quoted[key]
 
 
@@ -145,6 +144,15 @@ def update_sql(model, fields: list, condition: str = "") -> str:
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
     return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE id = %s{condition}"
+
+
+def update_of(instance: models.Model, names: list[str]) -> tuple[str, list]:
+    """The UPDATE of the fields `names` of `instance`'s row, and its parameters (the
+    fields' values as `instance` holds them, prepared for the database)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    fields = [instance._meta.get_field(name) for name in names]
+    values = [f.get_db_prep_save(getattr(instance, f.attname), connection) for f in fields]
+    return update_sql(type(instance), fields), [*values, instance.pk]
 
 
 def insert(instance: models.Model) -> models.Model:

@@ -39,7 +39,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from playground.models import Conversation, Message, Run, cost_of, update_sql
+from playground.models import Conversation, Message, Run, cost_of, update_of, update_sql
 from playground.tokens import count_prompt_tokens, count_tokens
 from playground.upstream import (
     Accumulator,
@@ -520,10 +520,8 @@ FINAL_FIELDS = [
 
 def save_answer(run: Run) -> list[Message]:
     """Write the final run and its answer (one message per choice; the first continues)."""
-    fields = [Run._meta.get_field(name) for name in FINAL_FIELDS]
-    values = [f.get_db_prep_save(getattr(run, f.attname), connection) for f in fields]
-    touched = Conversation._meta.get_field("updated_at")
-    now = touched.get_db_prep_save(timezone.now(), connection)
+    final = update_of(run, FINAL_FIELDS)
+    touched = update_of(Conversation(id=run.conversation_id, updated_at=timezone.now()), ["updated_at"])
     messages = [
         Message(
             conversation_id=run.conversation_id,
@@ -541,10 +539,10 @@ def save_answer(run: Run) -> list[Message]:
     ]
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(update_sql(Run, fields), [*values, run.id])
+            cursor.execute(*final)
             if cursor.rowcount != 1:  # as save(update_fields=...) did: the run was deleted
                 raise DatabaseError(f"run {run.id} is gone: its final state was not stored")
-            cursor.execute(update_sql(Conversation, [touched]), [now, run.conversation_id])
+            cursor.execute(*touched)
         Message.objects.bulk_create(messages)
     if connection.features.can_return_rows_from_bulk_insert:
         return messages  # with their ids, in the order the transcript shows them

@@ -17,7 +17,7 @@ from playground import relay
 from playground.capabilities import ProbeBusy, ProbeFailed, apply_profile, probe
 from playground.forms import PARAMETERS, Invalid, build_body, clean_submission, split_body
 from playground.keys import KeyDecryptError
-from playground.models import Conversation, Membership, Message, Provider, Run, Workspace, insert, update_sql
+from playground.models import Conversation, Membership, Message, Provider, Run, Workspace, insert, update_of
 from playground.snippets import ImportError_, code_for, parse_request
 from playground.tokens import content_text
 from playground.upstream import UpstreamError, build_headers, list_models, masked_headers, wire_json
@@ -373,10 +373,8 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
     if conv.title == "New conversation" and data["message"]:
         conv.title = title = title_from(data["message"])
     conv.updated_at = timezone.now()
-    fields = [Conversation._meta.get_field(name) for name in ("title", "updated_at")]
     with connection.cursor() as cursor:
-        values = [f.get_db_prep_save(getattr(conv, f.attname), connection) for f in fields]
-        cursor.execute(update_sql(Conversation, fields), [*values, conv.id])
+        cursor.execute(*update_of(conv, ["title", "updated_at"]))
     return run, [m.to_dict() for m in [*changed, *new]], title
 
 
