@@ -7,6 +7,7 @@ before the server checks them again. Unset parameters are never sent.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from playground.checks import schema_problem
@@ -48,7 +49,27 @@ class Invalid(Exception):
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # JSON parsing in Python accepts NaN, Infinity and 1e400 (inf): no relay does.
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return isinstance(value, list) and any(_non_finite(v) for v in value)
+
+
+def parameter_problem(name: str, value: Any) -> str | None:
+    """Why a known parameter's value is refused, or None."""
+    spec = PARAMETERS[name]
+    problem = CHECKS[spec["kind"]](value, spec)
+    if problem is None and _non_finite(value):
+        problem = "must not contain NaN or Infinity"
+    return problem
 
 
 def _range(value: float, spec: dict) -> str | None:
@@ -148,12 +169,9 @@ def clean_params(params: Any) -> dict:
         raise Invalid({"params": "must be an object"})
     errors = {}
     for name, value in params.items():
-        spec = PARAMETERS.get(name)
-        if spec is None:
+        if name not in PARAMETERS:
             errors[name] = "is not a known parameter; put it in the extra body instead"
-            continue
-        problem = CHECKS[spec["kind"]](value, spec)
-        if problem:
+        elif problem := parameter_problem(name, value):
             errors[name] = problem
     if "top_logprobs" in params and params.get("logprobs") is not True:
         errors.setdefault("top_logprobs", "needs logprobs set to true")
@@ -187,6 +205,13 @@ def clean_extra(extra: Any) -> dict:
     clash = sorted(RESERVED & extra.keys())
     if clash:
         raise Invalid({"extra_body": f"cannot set {', '.join(clash)}"})
+    # What it sets goes over the parameters: a known one is held to the same ranges.
+    for name, value in extra.items():
+        problem = parameter_problem(name, value) if name in PARAMETERS else None
+        if problem is None and _non_finite(value):
+            problem = "must not contain NaN or Infinity"
+        if problem:
+            raise Invalid({"extra_body": f"{name} {problem}"})
     return extra
 
 
@@ -252,7 +277,7 @@ def split_body(body: dict) -> dict:
             extra[name] = value
         elif value == {} and spec["kind"] not in ("stream_options", "logit_bias", "response_format"):
             skipped[name] = "was a placeholder ({}), left unset"
-        elif problem := CHECKS[spec["kind"]](value, spec):
+        elif problem := parameter_problem(name, value):
             skipped[name] = problem
         else:
             params[name] = value

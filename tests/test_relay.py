@@ -453,6 +453,57 @@ async def test_invalid_parameters_are_refused_before_any_upstream_call(
     assert not await Message.objects.filter(conversation=conversation).aexists()
 
 
+async def test_the_extra_body_is_held_to_the_parameters_ranges(
+    alice_cookie, conversation, provider, fake_relay
+):
+    status, body = await post(
+        alice_cookie,
+        f"/api/conversations/{conversation.id}/runs/",
+        {"provider": provider.id, "model": "m", "message": "Hi", "extra_body": {"top_k": 4, "n": 1000}},
+    )
+    assert (status, body["fields"]) == (400, {"extra_body": "n must be between 1 and 128"})
+    assert fake_relay.requests == []
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "reason"),
+    [
+        ('"max_tokens": Infinity', "max_tokens", "must be a whole number"),
+        ('"seed": 1e400', "seed", "must be a whole number"),
+        ('"n": NaN', "n", "must be a whole number"),
+        ('"temperature": -Infinity', "temperature", "must be a number"),
+        ('"logit_bias": {"50256": NaN}', "logit_bias", "bias for token 50256 must be between -100 and 100"),
+        (
+            '"tool_choice": {"function": {"name": "f", "x": NaN}}',
+            "tool_choice",
+            "must not contain NaN or Infinity",
+        ),
+    ],
+)
+async def test_numbers_json_cannot_carry_are_refused_by_field(
+    alice_cookie, conversation, provider, fake_relay, params, field, reason
+):
+    """Python's JSON parser reads NaN, Infinity and 1e400 (as inf); no relay takes them."""
+    raw = f'{{"provider": {provider.id}, "model": "m", "message": "Hi", "params": {{{params}}}}}'.encode()
+    communicator = HttpCommunicator(
+        application,
+        "POST",
+        f"/api/conversations/{conversation.id}/runs/",
+        body=raw,
+        headers=headers(alice_cookie),
+    )
+    response = await communicator.get_response(timeout=10)
+    assert response["status"] == 400
+    assert json.loads(response["body"])["fields"] == {field: reason}
+    status, body = await post(
+        alice_cookie,
+        f"/api/conversations/{conversation.id}/runs/",
+        {"provider": provider.id, "model": "m", "message": "Hi", "extra_body": {"x": [float("nan")]}},
+    )
+    assert (status, body["fields"]) == (400, {"extra_body": "x must not contain NaN or Infinity"})
+    assert fake_relay.requests == []
+
+
 async def test_over_the_cap_the_submit_answers_busy_at_once(alice_cookie, conversation, provider, fake_relay):
     taken = 0
     while relay.process.slots.acquire(blocking=False):
