@@ -44,6 +44,15 @@ class ProviderForm(forms.ModelForm):
             "capabilities",
         ]
 
+    def clean(self):
+        # A key is only sent to the base URL it was saved with (README): moving the
+        # provider elsewhere takes the key again.
+        cleaned = super().clean()
+        moved = self.instance.pk and "base_url" in self.changed_data and self.instance.api_key_encrypted
+        if moved and not cleaned.get("api_key"):
+            self.add_error("api_key", "Enter the key again: a changed base URL does not keep the stored key.")
+        return cleaned
+
     def save(self, commit=True):
         provider = super().save(commit=False)
         if self.cleaned_data.get("api_key"):
@@ -66,6 +75,15 @@ class MessageInline(admin.TabularInline):
     extra = 0
     fields = ["position", "role", "content", "run", "choice_index", "in_history"]
     readonly_fields = ["run"]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ["id", "conversation", "position", "role", "choice_index", "in_history", "run"]
+    list_filter = ["role", "conversation__workspace"]
+    search_fields = ["content", "reasoning", "conversation__title"]
+    list_select_related = ["conversation"]
+    raw_id_fields = ["conversation", "run"]
 
 
 @admin.register(Conversation)

@@ -46,6 +46,19 @@ def test_bootstrap_twice_changes_nothing_and_prints_no_password(monkeypatch):
     assert Provider.objects.filter(is_demo=True).count() == 1
 
 
+def test_bootstrap_gives_users_made_before_it_a_workspace(monkeypatch):
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "root")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "s3cret-enough")
+    root = User.objects.create_superuser("root", password="s3cret-enough")  # createsuperuser first
+    dora = User.objects.create_user("dora")
+    assert not Membership.objects.exists()  # no workspace to join yet
+    output = run("bootstrap")
+    assert "Added 'root' to the Default workspace as owner." in output
+    roles = {m.user: (m.workspace.slug, m.role) for m in Membership.objects.all()}
+    assert roles == {root: ("default", "owner"), dora: ("default", "member")}
+    assert "Added" not in run("bootstrap")
+
+
 def test_new_users_join_the_first_workspace(workspace):
     user = User.objects.create_user("dora")
     assert Membership.objects.get(user=user).workspace == workspace

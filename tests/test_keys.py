@@ -117,6 +117,41 @@ def test_the_admin_sets_a_new_key_without_showing_it(alice, provider):
     assert provider.key_hint == "sk-…9999"
 
 
+def test_moving_a_provider_to_another_base_url_takes_its_key_again(alice, provider):
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    client = Client()
+    client.force_login(alice)
+    path = f"/admin/playground/provider/{provider.id}/change/"
+    form = {"workspace": provider.workspace_id, "name": "Fake", "extra_headers": "{}", "enabled": "on"}
+    elsewhere = {**form, "base_url": "https://elsewhere.example/v1", "api_key": ""}
+    response = client.post(path, elsewhere)
+    assert response.status_code == 200
+    assert (
+        "Enter the key again: a changed base URL does not keep the stored key." in response.content.decode()
+    )
+    provider.refresh_from_db()
+    assert provider.base_url != "https://elsewhere.example/v1"
+    assert client.post(path, {**form, "base_url": provider.base_url, "api_key": ""}).status_code == 302
+    assert client.post(path, {**elsewhere, "api_key": "sk-new-one-1234"}).status_code == 302
+    provider.refresh_from_db()
+    assert (provider.base_url, provider.get_api_key()) == ("https://elsewhere.example/v1", "sk-new-one-1234")
+
+
+def test_messages_have_their_own_admin_pages(alice, workspace):
+    from playground.models import Conversation, Message
+
+    conversation = Conversation.objects.create(workspace=workspace, creator=alice, title="t")
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    message = Message.objects.create(conversation=conversation, position=1, role="user", content="find me")
+    client = Client()
+    client.force_login(alice)
+    listing = client.get("/admin/playground/message/", {"q": "find me"}).content.decode()
+    assert f"/admin/playground/message/{message.id}/change/" in listing
+    assert client.get(f"/admin/playground/message/{message.id}/change/").status_code == 200
+
+
 def test_keys_are_stored_encrypted(provider):
     assert CANARY_KEY not in provider.api_key_encrypted
     assert Provider.objects.get(id=provider.id).get_api_key() == CANARY_KEY

@@ -24,6 +24,12 @@ class Command(BaseCommand):
             demo.save()
             self.stdout.write("Created the Demo provider.")
         User = get_user_model()
+        # Every user has a workspace: those made before there was one (createsuperuser
+        # before the first bootstrap) join this one, superusers as owners.
+        for user in User.objects.filter(memberships__isnull=True):
+            role = Membership.Role.OWNER if user.is_superuser else Membership.Role.MEMBER
+            Membership.objects.create(workspace=workspace, user=user, role=role)
+            self.stdout.write(f"Added {user.get_username()!r} to the {workspace.name} workspace as {role}.")
         username = os.getenv("DJANGO_SUPERUSER_USERNAME", "admin")
         if User.objects.filter(username=username).exists():
             return
