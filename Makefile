@@ -2,6 +2,7 @@
 # make test   set up and run the whole suite: SQLite + in-memory, then PostgreSQL + Redis
 # make lint   ruff and the migrations check
 # make bench  the relay benchmark the README quotes
+# make vendor re-fetch the vendored front-end libraries from npm (versions in .ci/vendor.sh)
 PYTHON ?= python3
 VENV ?= .venv
 HOST ?= 127.0.0.1
@@ -10,7 +11,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS ?= redis://127.0.0.1:6379/0
 BIN := $(VENV)/bin
 
-.PHONY: run test test-sqlite test-postgres lint bench chromium
+.PHONY: run test test-sqlite test-postgres lint bench chromium vendor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,12 +41,15 @@ lint: $(VENV)/.installed-test
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 
 test-sqlite: $(VENV)/.installed-test chromium
-	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest
+	env -u DATABASE_URL -u REDIS_URL PLAYGROUND_TEST_PG_URL=$(PG_URL) PLAYGROUND_TEST_REDIS_URL=$(REDIS) $(BIN)/pytest
 
 test-postgres: $(VENV)/.installed-test chromium
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS) $(BIN)/pytest
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS) PLAYGROUND_TEST_PG_URL=$(PG_URL) PLAYGROUND_TEST_REDIS_URL=$(REDIS) $(BIN)/pytest
 
 test: lint test-sqlite test-postgres
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/relay.py
+
+vendor:
+	bash .ci/vendor.sh

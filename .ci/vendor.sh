@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-fetch the vendored front-end libraries from the npm registry.
-# Usage: scripts/vendor.sh  (edit the versions below to upgrade)
+# Usage: make vendor  (edit the versions below to upgrade)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MARKED=18.2.1
@@ -18,7 +18,7 @@ esm_from_umd() {  # file: a UMD bundle made an ES module: run as CommonJS, expor
   local names
   names=$(sed -n 's/^ *exports\.\([A-Za-z_$][A-Za-z0-9_$]*\) = .*/\1/p' "$1" | paste -sd, - | sed 's/,/, /g')
   {
-    echo "// ES module wrapper added by scripts/vendor.sh around the package's UMD build."
+    echo "// ES module wrapper added by .ci/vendor.sh around the package's UMD build."
     echo "const module = { exports: {} };"
     echo "const exports = module.exports;"
     cat "$1"

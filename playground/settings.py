@@ -37,6 +37,11 @@ if not SECRET_KEY:
 
 # Never "*": AllowedHostsOriginValidator treats it as "allow every Origin".
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+if "*" in ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        'ALLOWED_HOSTS must name the hosts served, not "*": the websocket Origin check uses it '
+        "and would let every site's pages open sockets with a member's cookies."
+    )
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
@@ -108,6 +113,9 @@ REDIS_URL = os.getenv("REDIS_URL", "")
 # Bounded per-connection queue: a websocket client that falls further behind than this
 # many undelivered messages is disconnected and resyncs from a snapshot on reconnect.
 CHANNEL_CAPACITY = envint("PLAYGROUND_CHANNEL_CAPACITY", 200)
+# ...and one that leaves more than this many bytes unsent (it stopped reading) is dropped,
+# and resyncs the same way (playground.ws_frames).
+WS_BACKLOG_BYTES = envint("PLAYGROUND_WS_BACKLOG_BYTES", 4 * 1024 * 1024)
 # Every request reads its session: from the cache, written through to the database.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 # With REDIS_URL, Redis carries the channel layer and the cache, shared by every process

@@ -9,20 +9,58 @@ with debug logging off: 8.4 µs of CPU per relayed event on this machine, agains
 `server_send` writes the frame autobahn would write (FIN, text opcode, the
 length in 7, 16 or 64 bits, no mask: a server does not mask) when the
 connection is open and nothing is negotiated or queued that changes the frame:
-no per-message compression, no automatic fragmentation, no payload limit
-crossed, no frame or octet logging, no timing, nothing waiting in autobahn's
-send queue. Otherwise, and for binary messages, Daphne's own `serverSend` runs
-unchanged. autobahn's traffic counters move as they would (tests/test_ws_frames.py
-compares them all); Daphne's debug line per frame is not logged.
+no per-message compression, no automatic fragmentation, no frame or octet
+logging, no timing, nothing waiting in autobahn's send queue. Otherwise, and for
+binary messages, Daphne's own `serverSend` runs unchanged.
+
+Daphne's message size limit (`--websocket_max_message_size`, 1 MiB) guards what
+clients send; autobahn also applies it to what the server sends, so a run's final
+event for an answer of about half a megabyte (its text is in it twice: the run's
+choices and the stored messages) raised PayloadExceededError in the consumer and
+the browser never heard the run end. Text frames here are not limited by it.
+autobahn's traffic counters move as they would (tests/test_ws_frames.py compares
+them all); Daphne's debug line per frame is not logged.
+
+It also bounds what a connection may leave unsent (DESIGN trap 12): Daphne queues
+every frame for a client that stops reading, without limit, so the channel layer's
+bounded queue never fills for it and its backlog grows in this process's memory
+(once the kernel's send buffer, autotuned up to 4 MB here, is full). When a frame
+is sent while more than `settings.WS_BACKLOG_BYTES` of earlier frames are not yet
+acknowledged by the client (in Twisted's buffer and the kernel's send queue), the
+connection is dropped: the browser reconnects and resumes from a snapshot, as for a
+client the channel layer closed (4008). One frame larger than the bound (a long
+answer's snapshot) is still sent when nothing waits before it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import struct
+import sys
+import termios
 
 from daphne.ws_protocol import WebSocketProtocol
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 _daphne_server_send = WebSocketProtocol.serverSend
+
+
+_OUTQ = getattr(termios, "TIOCOUTQ", None)  # Linux: bytes in a socket's send queue
+
+
+def backlog(transport) -> int:
+    """Bytes written to a connection that its client has not acknowledged: Twisted's
+    buffer, plus the kernel's send queue where the system tells it (about 0.7 µs)."""
+    queued = getattr(transport, "dataBuffer", b"")
+    waiting = len(queued) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+    if _OUTQ is not None:
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # not a socket, or closed
+            waiting += int.from_bytes(fcntl.ioctl(transport.fileno(), _OUTQ, b"\0\0\0\0"), sys.byteorder)
+    return waiting
 
 
 def frame(payload: bytes) -> bytes:
@@ -38,6 +76,17 @@ def frame(payload: bytes) -> bytes:
 
 
 def server_send(self: WebSocketProtocol, content, binary: bool = False) -> None:
+    if self.state == self.STATE_OPEN and (waiting := backlog(self.transport)) > settings.WS_BACKLOG_BYTES:
+        logger.warning(
+            "Dropped websocket %s: %d bytes not taken, over PLAYGROUND_WS_BACKLOG_BYTES; "
+            "it resyncs on reconnect",
+            self.client_addr,
+            waiting,
+        )
+        self.wasNotCleanReason = "client too far behind"  # autobahn logs it too
+        self.dropConnection(abort=True)
+    if self.state == self.STATE_CLOSED:
+        return  # dropped (above, or by autobahn) before Daphne heard: as Daphne does after
     if binary or self.state != self.STATE_OPEN:
         return _daphne_server_send(self, content, binary)
     payload = content.encode("utf8")
@@ -50,7 +99,6 @@ def server_send(self: WebSocketProtocol, content, binary: bool = False) -> None:
         or self.logOctets
         or self.maskServerFrames
         or 0 < self.autoFragmentSize < size
-        or 0 < self.maxMessagePayloadSize < size
     ):
         return _daphne_server_send(self, content, binary)
     data = frame(payload)

@@ -1,6 +1,10 @@
 """The app as deployed: DEBUG off, a real host name, static files, the Demo relay."""
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +50,23 @@ def test_other_host_names_are_refused(production):
     client = Client(production.url)
     response = client.session.get(f"http://127.0.0.1:{production.port}/accounts/login/")
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ALLOWED_HOSTS": "example.com,*"}, 'ALLOWED_HOSTS must name the hosts served, not "*"'),
+        ({"DEBUG": "0", "SECRET_KEY": ""}, "SECRET_KEY must be set when DEBUG is off"),
+    ],
+)
+def test_unsafe_settings_stop_the_server_from_starting(env, message):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "DEBUG": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr

@@ -1,6 +1,7 @@
 """Text frames built in one step are byte for byte the frames autobahn builds, and the rest is autobahn's."""
 
 import pytest
+from autobahn.exception import PayloadExceededError
 from autobahn.twisted.websocket import WebSocketServerFactory
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet.testing import StringTransport
@@ -45,7 +46,6 @@ def test_a_text_frame_is_the_frame_autobahn_writes(protocol, size):
 CHANGES = {
     "binary": None,
     "queued before it": ("send_queue", [(b"queued", False)]),
-    "over the payload limit": ("maxMessagePayloadSize", 10),
     "fragmented": ("autoFragmentSize", 4),
     "compressed": ("_perMessageCompress", object()),
     "timed": ("trackedTimings", object()),
@@ -68,3 +68,12 @@ def test_whatever_changes_the_frame_takes_autobahns_path(protocol, monkeypatch, 
         ws_frames.server_send(protocol, "a message longer than ten bytes")
     assert len(calls) == 1
     assert protocol.transport.value() == b""
+
+
+def test_the_servers_own_messages_are_not_held_to_the_clients_size_limit(protocol):
+    """Daphne's 1 MiB limit is for what clients send; a long answer's final event is larger."""
+    protocol.maxMessagePayloadSize = 1024
+    text = "x" * 5000
+    with pytest.raises(PayloadExceededError):
+        ws_frames._daphne_server_send(protocol, text)
+    assert sent(protocol, ws_frames.server_send, text) == ws_frames.frame(text.encode())

@@ -1,4 +1,4 @@
-// ES module wrapper added by scripts/vendor.sh around the package's UMD build.
+// ES module wrapper added by .ci/vendor.sh around the package's UMD build.
 const module = { exports: {} };
 const exports = module.exports;
 (function (global, factory) {

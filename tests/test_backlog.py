@@ -1,0 +1,109 @@
+"""A browser that stops reading is dropped once its unsent frames pass the bound, and
+resumes from a snapshot when it reconnects; a browser that reads is not disturbed.
+
+A real Daphne, a real Demo run, and a websocket client that shakes hands and then
+never reads (with a small receive buffer, so the kernel holds little for it).
+"""
+
+import asyncio
+import base64
+import os
+import socket
+import time
+
+import pytest
+import websockets
+
+from tests.events import text_of
+from tests.servers import AppServer, Client, app_database
+from tests.test_scaleout import expected_lorem, next_event, until
+
+BACKLOG = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def server():
+    with app_database(PLAYGROUND_WS_BACKLOG_BYTES=str(BACKLOG)) as env, AppServer(env) as server:
+        yield server
+
+
+async def connect(client: Client, conversation: int):
+    """A websocket as a browser opens one (no limit on the size of a message)."""
+    ws_url = client.url.replace("http://", "ws://") + f"/ws/conversations/{conversation}/"
+    headers = {"Cookie": client.cookie_header, "Origin": client.url}
+    return await websockets.connect(ws_url, additional_headers=headers, max_size=None)
+
+
+def stalled_websocket(client: Client, conversation: int) -> socket.socket:
+    """A websocket that completes its handshake, then reads nothing more."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: sets the window
+    sock.connect(("127.0.0.1", int(client.url.rsplit(":", 1)[1])))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /ws/conversations/{conversation}/ HTTP/1.1\r\nHost: {client.url[7:]}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\nOrigin: {client.url}\r\nCookie: {client.cookie_header}\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def wait_for_log(server: AppServer, text: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in (output := server.output()):
+            return output
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not in the Daphne log:\n{server.output()[-2000:]}")
+
+
+def how_it_ends(sock: socket.socket) -> str:
+    """Read what the kernel holds until the connection ends (a timeout raises)."""
+    sock.settimeout(10)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        return "reset"
+    return "closed"
+
+
+async def test_a_browser_that_stops_reading_is_dropped_and_resumes_from_a_snapshot(server):
+    client = Client(server.url)
+    conversation = client.new_conversation()
+    reader = await connect(client, conversation)
+    assert await next_event(reader) == {"type": "sync", "active": []}
+    stalled = stalled_websocket(client, conversation)
+    await asyncio.sleep(0.3)  # its consumer joins the conversation's group
+    # About 600 KB of answer over 6-7 s: many times the bound plus what the kernel holds.
+    max_tokens, rate = 100_000, 15_000
+    response = client.submit(
+        conversation, client.demo_provider(), "go", stream=True, max_tokens=max_tokens,
+        extra_body={"tokens_per_second": rate},
+    )  # fmt: skip
+    assert response.status_code == 201
+    run_id = response.json()["run"]["id"]
+    reading = asyncio.ensure_future(until(reader, "run.done"))  # a browser reads as it comes
+
+    log = await asyncio.to_thread(wait_for_log, server, "Dropped websocket")
+    assert "over PLAYGROUND_WS_BACKLOG_BYTES" in log
+    assert await asyncio.to_thread(how_it_ends, stalled) in ("reset", "closed")
+    stalled.close()
+
+    # It comes back while the run still streams: the state so far, then the rest.
+    again = await connect(client, conversation)
+    resumed = await until(again, "run.done")
+    assert resumed[0] == {"type": "sync", "active": [run_id]}
+    assert resumed[1]["type"] == "snapshot"
+    full = expected_lorem(server.url, max_tokens)
+    assert text_of(resumed, run_id) == full
+    # The browser that kept reading saw the whole answer, undisturbed.
+    assert text_of(await reading, run_id) == full
+    await again.close()
+    await reader.close()
+    assert "Traceback" not in server.output()  # e.g. the final event over Daphne's size limit
