@@ -17,6 +17,7 @@ import functools
 import http.client
 import json
 import logging
+import math
 import random
 import re
 import socket
@@ -25,6 +26,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -286,28 +289,54 @@ def relay_error_text(body: bytes, secret: str) -> str:
     return scrub(text, secret)
 
 
-def parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None, date: str | None = None) -> float | None:
+    """The seconds a Retry-After header asks for: delay-seconds, or an HTTP date.
+
+    A date is counted from the response's own Date header when it has one, so a relay
+    whose clock is ahead of ours is not retried early; else from our clock.
+    """
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
+        until = _http_date(value)
+        if until is None:
             return None
+        sent = _http_date(date) if date else None
+        seconds = until - (time.time() if sent is None else sent)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _http_date(value: str) -> float | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if when.tzinfo is None:  # asctime dates and "-0000": HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def wait_text(seconds: float) -> str:
+    """A wait as a person reads it, rounded up: never shorter than what was asked."""
+    whole = math.ceil(seconds)
+    if whole < 120:
+        return f"{whole} s"
+    if whole < 7200:
+        return f"{math.ceil(whole / 60)} min"
+    return f"{math.ceil(whole / 3600)} h"
 
 
 def status_error(status: int, body: bytes, headers: Any, secret: str) -> HTTPStatusError:
     said = relay_error_text(body, secret).rstrip(".") or "(no error text)"
-    retry_after = parse_retry_after(headers.get("Retry-After"))
+    retry_after = parse_retry_after(headers.get("Retry-After"), headers.get("Date"))
     if status in (401, 403):
         what = "rejected the API key" if status == 401 else "refused access"
         return AuthError(f"The relay {what} (HTTP {status}): {said}", status=status)
     if status == 429:
-        wait = f" It asked to wait {retry_after:.0f} s." if retry_after is not None else ""
+        # A 429 reaches a person only once it is not retried: say when they may try again.
+        wait = f" Try again in {wait_text(retry_after)}." if retry_after is not None else ""
         return RateLimited(
             f"The relay is rate-limiting requests (HTTP 429): {said}.{wait}",
             status=status,
@@ -485,24 +514,38 @@ class ChatStream:
             body = self._read_all(response, limit=64 * 1024)
             error = status_error(response.status_code, body, response.headers, self.api_key)
             response.close()
-            if not isinstance(error, RateLimited) or attempt >= self.max_retries:
+            wait = self._retry_wait(error, attempt)
+            if wait is None:
                 if attempt:
                     error.message += f" (gave up after {attempt + 1} attempts)"
                     error.args = (error.message,)
                 raise error
             attempt += 1
             self.retries = attempt
-            self._wait(error.retry_after, attempt)
+            log.info("rate-limited by %s; retrying in %.1f s", urlsplit(self.url).netloc, wait)
+            if (self.cancel.wait if self.sleep is None else self.sleep)(wait):
+                raise Cancelled("Stopped.")
 
-    def _wait(self, retry_after: float | None, attempt: int) -> None:
-        backoff = retry_after if retry_after is not None else 2 ** (attempt - 1)
-        backoff = min(backoff, self.max_retry_wait) * (1 + random.uniform(0, 0.1))
-        remaining = self.deadlines.total - (time.monotonic() - self.started_at)
-        if backoff >= remaining:
-            raise UpstreamTimeout("The relay kept rate-limiting past the time limit for an answer.")
-        log.info("rate-limited by %s; retrying in %.1f s", urlsplit(self.url).netloc, backoff)
-        if (self.sleep or self.cancel.wait)(backoff):
-            raise Cancelled("Stopped.")
+    def _retry_wait(self, error: UpstreamError, attempt: int) -> float | None:
+        """Seconds to wait before retrying after `error`; None to raise it instead.
+
+        Only a 429 is retried (this is before any output): after its Retry-After, else
+        after an exponential backoff, plus up to 10% jitter. A Retry-After longer than
+        `max_retry_wait`, or than the answer's time left, is not retried early: the
+        error, which says when to try again, is raised at once. So is a backoff that
+        would end past the total deadline.
+        """
+        if not isinstance(error, RateLimited) or attempt >= self.max_retries:
+            return None
+        left = self.deadlines.total - (time.monotonic() - self.started_at)
+        jitter = 1 + random.uniform(0, 0.1)
+        asked = error.retry_after
+        if asked is None:
+            wait = min(2**attempt, self.max_retry_wait) * jitter
+            return wait if wait < left else None
+        if asked > self.max_retry_wait or asked >= left:
+            return None
+        return asked * jitter if asked * jitter < left else asked
 
     def _post(self, session: requests.Session) -> requests.Response:
         if self.cancel.cancelled:

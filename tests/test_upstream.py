@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import gzip
 import queue
 import socket
@@ -35,6 +36,8 @@ from playground.upstream import (
     UpstreamTimeout,
     Usage,
     list_models,
+    parse_retry_after,
+    wait_text,
 )
 from tests.fakes import (
     FakeRelay,
@@ -157,6 +160,20 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class Waits:
+    """A ChatStream `sleep` that keeps each wait it is asked for (`asked`) instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+
+    def __call__(self, seconds: float) -> bool:
+        self.asked.append(seconds)
+        return False
+
+
+LIMITED = "The relay is rate-limiting requests (HTTP 429): Rate limit reached."
 
 
 def rate_limited(retry_after: str) -> Handler:
@@ -492,18 +509,98 @@ def test_it_accepts_a_json_answer_to_a_streaming_request(relay):
 
 # ---------------------------------------------------------------------------- byte splits
 
+SPLIT_LOGPROB = {
+    "token": " à",
+    "logprob": -0.31,
+    "bytes": [32, 195, 160],
+    "top_logprobs": [{"token": " a", "logprob": -1.4, "bytes": [32, 97]}],
+}
+
+# Every chunk shape the relays send, as OpenAI's chat.completion.chunk: two choices (n=2)
+# by index, reasoning, a tool call's arguments in two fragments and a second call by
+# index, logprobs, finish reasons, a keep-alive and the usage chunk; multi-byte UTF-8 in
+# text, arguments and a logprobs token.
 SPLIT_EVENTS = [
-    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "你好"}}]},
+    chunk(reasoning="想想", role="assistant"),
     ": ping",
-    {"choices": [{"index": 0, "delta": {"content": " café"}}]},
-    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
+    {"choices": [{"index": 0, "delta": {"content": "你好"}, "finish_reason": None}]},
+    {"choices": [{"index": 1, "delta": {"role": "assistant", "content": " café"}}]},
+    {
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_a",
+                            "type": "function",
+                            "function": {"name": "find", "arguments": '{"q": '},
+                        }
+                    ]
+                },
+            }
+        ]
+    },
+    {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"é"}'}}]}}]},
+    {
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [
+                        {
+                            "index": 1,
+                            "id": "call_b",
+                            "type": "function",
+                            "function": {"name": "now", "arguments": "{}"},
+                        }
+                    ]
+                },
+            }
+        ]
+    },
+    {
+        "choices": [
+            {
+                "index": 1,
+                "delta": {"content": " à"},
+                "logprobs": {"content": [SPLIT_LOGPROB]},
+                "finish_reason": None,
+            }
+        ]
+    },
+    {
+        "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "tool_calls"},
+            {"index": 1, "delta": {}, "finish_reason": "stop"},
+        ]
+    },
+    usage_chunk(3, 9),
 ]
+SPLIT_STRIDE = 32
 
 
-def parse_split(relay: FakeRelay, body: bytes, at: int, mode: str) -> list[dict] | str:
-    # The short pause makes the client read the first piece on its own.
-    relay.script(sse(body, pieces=[at], mode=mode, delay=0.001))
+def test_the_split_body_holds_every_chunk_shape():
+    calls = [
+        {"id": "call_a", "type": "function", "function": {"name": "find", "arguments": '{"q": "é"}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "now", "arguments": "{}"}},
+    ]
+
+    acc = fold([event for event in SPLIT_EVENTS if isinstance(event, dict)])
+
+    assert acc.state() == [
+        choice_state("你好", reasoning="想想", tool_calls=calls, finish_reason="tool_calls"),
+        choice_state(" café à", index=1, logprobs=[SPLIT_LOGPROB], finish_reason="stop"),
+    ]
+    assert acc.usage == Usage(prompt_tokens=3, completion_tokens=9, total_tokens=12)
+
+
+def parse_split(relay: FakeRelay, body: bytes, first: int, mode: str) -> list[dict] | str:
+    """What reading `body` gives when it arrives cut at `first`, `first` + SPLIT_STRIDE, ..."""
+    # The short pause after each piece makes the client read it on its own.
+    cuts = list(range(first, len(body), SPLIT_STRIDE))
+    relay.script(sse(body, pieces=cuts, mode=mode, delay=0.0005))
     try:
         return list(open_stream(relay))
     except UpstreamError as error:
@@ -518,9 +615,11 @@ def test_it_parses_a_body_split_at_every_byte_offset(relay, mode, newline):
     assert (newline * 2).encode() in body
     expected = [event for event in SPLIT_EVENTS if isinstance(event, dict)]
 
-    results = {at: parse_split(relay, body, at, mode) for at in range(1, len(body))}
+    # Each request cuts the body every SPLIT_STRIDE bytes, from its own first offset: between
+    # them every offset is cut (a request per offset took 3 s per reader, mode and newline).
+    results = {first: parse_split(relay, body, first, mode) for first in range(1, SPLIT_STRIDE + 1)}
 
-    assert {at: result for at, result in results.items() if result != expected} == {}
+    assert {first: result for first, result in results.items() if result != expected} == {}
 
 
 def chunked_raw(body: bytes, sizes: list[int]) -> bytes:
@@ -786,15 +885,171 @@ def test_it_waits_as_long_as_retry_after_asks(relay):
     assert 2 <= waits[1] <= 2.2
 
 
-def test_it_caps_the_wait_at_max_retry_wait(relay):
-    waits = []
-    stream = open_stream(relay, max_retry_wait=0.5, sleep=lambda seconds: waits.append(seconds) or False)
-    relay.script(rate_limited("3600"), sse([chunk("Hi")]))
+def test_it_waits_and_retries_when_retry_after_is_max_retry_wait(relay):
+    waits = Waits()
+    stream = open_stream(relay, max_retry_wait=0.5, sleep=waits)
+    relay.script(rate_limited("0.5"), sse([chunk("Hi")]))
 
-    list(stream)
+    assert list(stream) == [chunk("Hi")]
+    assert len(relay.requests) == 2
+    assert len(waits.asked) == 1
+    assert 0.5 <= waits.asked[0] <= 0.55
 
-    assert len(waits) == 1
-    assert 0.5 <= waits[0] <= 0.55
+
+def test_it_does_not_retry_before_a_retry_after_longer_than_max_retry_wait(relay):
+    waits = Waits()
+    deadlines = Deadlines(connect=5, first_byte=5, idle=5, total=600)  # not what stops it
+
+    error = failure(relay, rate_limited("60"), max_retry_wait=20, deadlines=deadlines, sleep=waits)
+
+    assert type(error) is RateLimited
+    assert (error.kind, error.status, error.retry_after) == ("rate_limited", 429, 60.0)
+    assert error.message == f"{LIMITED} Try again in 60 s."
+    assert waits.asked == []
+    assert len(relay.requests) == 1
+
+
+def test_it_does_not_retry_when_retry_after_outlasts_the_total_deadline(relay):
+    waits = Waits()
+    deadlines = Deadlines(connect=5, first_byte=5, idle=5, total=3)
+
+    error = failure(relay, rate_limited("5"), max_retry_wait=20, deadlines=deadlines, sleep=waits)
+
+    assert type(error) is RateLimited
+    assert error.message == f"{LIMITED} Try again in 5 s."
+    assert waits.asked == []
+    assert len(relay.requests) == 1
+
+
+def test_it_says_when_to_retry_after_using_up_retries_on_a_longer_retry_after(relay):
+    waits = Waits()
+
+    error = failure(relay, rate_limited("1"), rate_limited("3600"), sleep=waits)
+
+    assert type(error) is RateLimited
+    assert error.message == f"{LIMITED} Try again in 60 min. (gave up after 2 attempts)"
+    assert len(waits.asked) == 1
+    assert len(relay.requests) == 2
+
+
+# A relay whose clock is ten years behind ours: a Retry-After date counts from its Date.
+RELAY_NOW = "Wed, 21 Oct 2015 07:28:00 GMT"
+
+
+def rate_limited_until(retry_after: str, date: str | None) -> Handler:
+    """A 429 whose head is written by hand: the fake's own Date header would come first."""
+
+    def handle(h) -> None:
+        body = b'{"error": {"message": "Rate limit reached."}}'
+        head = [
+            "HTTP/1.1 429 Too Many Requests",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            f"Retry-After: {retry_after}",
+            *([f"Date: {date}"] if date else []),
+        ]
+        h.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        h.wfile.flush()
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    "later",
+    ["Wed, 21 Oct 2015 07:29:00 GMT", "Wednesday, 21-Oct-15 07:29:00 GMT", "Wed Oct 21 07:29:00 2015"],
+    ids=["imf-fixdate", "rfc850", "asctime"],
+)
+def test_it_reads_a_retry_after_date_from_the_relays_clock(relay, later):
+    waits = Waits()
+
+    error = failure(relay, rate_limited_until(later, RELAY_NOW), sleep=waits)
+
+    assert type(error) is RateLimited
+    assert error.retry_after == 60.0
+    assert error.message == f"{LIMITED} Try again in 60 s."
+    assert waits.asked == []
+    assert len(relay.requests) == 1
+
+
+def test_it_waits_until_a_retry_after_date_then_retries(relay):
+    waits = Waits()
+    stream = open_stream(relay, sleep=waits)
+    relay.script(rate_limited_until("Wed, 21 Oct 2015 07:28:02 GMT", RELAY_NOW), sse([chunk("Hi")]))
+
+    assert list(stream) == [chunk("Hi")]
+    assert len(relay.requests) == 2
+    assert len(waits.asked) == 1
+    assert 2 <= waits.asked[0] <= 2.2
+
+
+def test_it_counts_a_retry_after_date_from_its_own_clock_without_a_date_header(relay):
+    later = email.utils.formatdate(time.time() + 3600, usegmt=True)
+
+    error = failure(relay, rate_limited_until(later, None), sleep=lambda seconds: False)
+
+    assert type(error) is RateLimited
+    assert 3590 < error.retry_after <= 3600
+    assert error.message == f"{LIMITED} Try again in 60 min."
+    assert len(relay.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("60", 60.0),
+        (" 2 ", 2.0),
+        ("1.5", 1.5),
+        ("-3", 0.0),
+        ("nan", None),
+        ("inf", None),
+        ("soon", None),
+        ("", None),
+    ],
+)
+def test_it_reads_retry_after_seconds(value, seconds):
+    assert parse_retry_after(value) == seconds
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0 s"),
+        (0.2, "1 s"),
+        (59.5, "60 s"),
+        (119, "119 s"),
+        (120, "2 min"),
+        (3601, "61 min"),
+        (7200, "2 h"),
+    ],
+)
+def test_it_says_a_wait_in_words_rounded_up(seconds, text):
+    assert wait_text(seconds) == text
+
+
+def test_it_backs_off_exponentially_without_retry_after(relay):
+    waits = Waits()
+    stream = open_stream(relay, sleep=waits)
+    slow_down = respond(429, {"error": {"message": "Slow down"}})
+    relay.script(slow_down, slow_down, sse([chunk("Hi")]))
+
+    assert list(stream) == [chunk("Hi")]
+    assert len(waits.asked) == 2
+    assert 1 <= waits.asked[0] <= 1.1
+    assert 2 <= waits.asked[1] <= 2.2
+
+
+def test_it_does_not_back_off_past_the_total_deadline(relay):
+    waits = Waits()
+    deadlines = Deadlines(connect=5, first_byte=5, idle=5, total=0.5)
+
+    error = failure(
+        relay, respond(429, {"error": {"message": "Slow down"}}), deadlines=deadlines, sleep=waits
+    )
+
+    assert type(error) is RateLimited
+    assert error.message == "The relay is rate-limiting requests (HTTP 429): Slow down."
+    assert waits.asked == []
+    assert len(relay.requests) == 1
 
 
 def test_it_sleeps_before_retrying_a_429(relay):
@@ -812,7 +1067,7 @@ def test_it_raises_rate_limited_once_retries_are_used_up(relay):
     assert (error.kind, error.status, error.retry_after) == ("rate_limited", 429, 1.0)
     assert error.message == (
         "The relay is rate-limiting requests (HTTP 429): Rate limit reached. "
-        "It asked to wait 1 s. (gave up after 2 attempts)"
+        "Try again in 1 s. (gave up after 2 attempts)"
     )
     assert str(error) == error.message
     assert len(relay.requests) == 2
@@ -845,6 +1100,57 @@ def test_it_raises_connect_error_when_nothing_listens(relay):
 
     assert info.value.kind == "connect"
     assert info.value.message == f"Could not connect to 127.0.0.1:{port}: connection refused."
+
+
+def test_it_raises_connect_error_when_the_host_name_does_not_resolve():
+    # .invalid never resolves (RFC 6761); the port shows the whole address is named.
+    stream = ChatStream("http://relay.invalid:8080/v1", KEY, BODY, deadlines=SAFE)
+
+    with pytest.raises(ConnectError) as info:
+        list(stream)
+
+    assert info.value.kind == "connect"
+    assert info.value.message == "Could not resolve the relay's host name relay.invalid:8080."
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A local port where a connect neither completes nor is refused.
+
+    The listener never accepts, and its backlog holds one connection: once that is taken,
+    the kernel drops further SYNs, so a connect waits (for its timeout) instead of failing.
+    """
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        for _ in range(64):
+            filler = stack.enter_context(socket.socket())
+            filler.settimeout(0.2)
+            try:
+                filler.connect(address)
+            except TimeoutError:
+                break
+        else:
+            pytest.fail("every connection to a full backlog was accepted")
+        yield address[1]
+
+
+def test_it_times_out_when_a_connect_does_not_complete():
+    with unanswered_port() as port:
+        deadlines = Deadlines(connect=0.5, first_byte=5, idle=5, total=10)
+        stream = ChatStream(f"http://127.0.0.1:{port}/v1", KEY, BODY, deadlines=deadlines)
+        started = time.monotonic()
+
+        with pytest.raises(UpstreamTimeout) as info:
+            list(stream)
+        took = time.monotonic() - started
+
+    assert type(info.value) is UpstreamTimeout
+    assert info.value.kind == "timeout"
+    assert info.value.message == "Could not connect to the relay within 0.5 s."
+    assert 0.45 <= took < 4.5  # the connect deadline fired: not a refusal, nor the first byte's (5 s)
 
 
 def test_it_raises_protocol_error_on_html_to_a_streaming_request(relay):
