@@ -74,7 +74,7 @@ def test_a_tool_call_loop(page: Page):  # noqa: F811
     result = page.get_by_label(re.compile(r"^Result of get_weather \("))
     expect(result).to_be_visible()
     result.fill('{"temperature": 21}')
-    page.get_by_role("button", name="Send tool results").click()
+    page.get_by_role("button", name="Submit tool results").click()
     expect(answers(page)).to_have_count(2)
     sent = last_run(page)["request_body"]["messages"]
     assert sent[-2]["role"] == "assistant"

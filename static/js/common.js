@@ -42,6 +42,9 @@ export async function api(method, url, body) {
 
 // Renders a growing text: finished blocks (up to a blank line outside a code fence)
 // are parsed once and appended; only the tail is re-parsed, at most once a frame.
+// A tail longer than LONG_TAIL with no blank line (a long paragraph) is cut too, so
+// that each frame parses and lays out a short text, however long the answer.
+const LONG_TAIL = 4000; // characters
 export class MarkdownView {
   constructor(container) {
     this.done = document.createElement("div");
@@ -50,7 +53,7 @@ export class MarkdownView {
     this.reset("");
   }
   reset(text) {
-    this.text = text; this.stable = 0; this.scanned = 0; this.inFence = false;
+    this.text = text; this.stable = 0; this.scanned = 0; this.inFence = false; this.cut = false;
     this.done.replaceChildren(); this.tail.replaceChildren();
   }
   append(text) { this.text += text; }
@@ -64,24 +67,41 @@ export class MarkdownView {
       lineStart = nl + 1;
     }
     this.scanned = lineStart;
-    if (boundary > this.stable) {
-      const block = document.createElement("div");
-      block.innerHTML = renderMarkdown(this.text.slice(this.stable, boundary));
-      this.done.append(block);
-      this.stable = boundary;
+    // Cut a long block at a line end in its second half, or else after its last sentence
+    // (not a table: its rows need their header). render(true) parses it whole again.
+    const rest = this.text.slice(boundary);
+    let cut = 0;
+    if (!this.inFence && rest.length > LONG_TAIL && !rest.includes("|")) {
+      const line = rest.lastIndexOf("\n") + 1;
+      const sentence = /^[^]*(?:[.!?]\s|[。！？])/.exec(rest)?.[0].length ?? 0;
+      cut = line > rest.length / 2 ? line : Math.max(line, sentence);
     }
+    if (boundary + cut > this.stable) {
+      const block = document.createElement("div");
+      block.innerHTML = renderMarkdown(this.text.slice(this.stable, boundary + cut));
+      this.flush(block, cut > 0);
+      this.done.append(block);
+      this.stable = boundary + cut;
+      this.cut = cut > 0;
+    }
+  }
+  // The pieces of a cut paragraph sit flush, as the lines of one paragraph would.
+  flush(el, cutAfter = false) {
+    if (this.cut && el.firstElementChild) el.firstElementChild.style.marginTop = "0";
+    if (cutAfter && el.lastElementChild) el.lastElementChild.style.marginBottom = "0";
   }
   render(final = false) {
     if (final) {
       this.done.innerHTML = renderMarkdown(this.text);
       this.tail.replaceChildren();
       this.stable = this.scanned = this.text.length;
+      this.cut = false;
       return;
     }
     this.advance();
     const tail = this.text.slice(this.stable);
     if (this.inFence && tail.length > 20000) this.tail.textContent = tail; // cheap for huge code
-    else this.tail.innerHTML = renderMarkdown(tail);
+    else { this.tail.innerHTML = renderMarkdown(tail); this.flush(this.tail); }
   }
 }
 

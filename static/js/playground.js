@@ -347,7 +347,7 @@ class RunView {
     });
     const submit = document.createElement("button");
     submit.type = "submit";
-    submit.textContent = "Send tool results";
+    submit.textContent = "Submit tool results";
     this.toolForm.replaceChildren(...fields, submit);
   }
   update() {
