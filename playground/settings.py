@@ -113,9 +113,10 @@ REDIS_URL = os.getenv("REDIS_URL", "")
 # Bounded per-connection queue: a websocket client that falls further behind than this
 # many undelivered messages is disconnected and resyncs from a snapshot on reconnect.
 CHANNEL_CAPACITY = envint("PLAYGROUND_CHANNEL_CAPACITY", 200)
-# ...and one that leaves more than this many bytes unsent (it stopped reading) is dropped,
-# and resyncs the same way (playground.ws_frames).
+# ...and one that leaves more than this many bytes unread for this long (it stopped
+# reading) is dropped, and resyncs the same way (playground.ws_frames).
 WS_BACKLOG_BYTES = envint("PLAYGROUND_WS_BACKLOG_BYTES", 4 * 1024 * 1024)
+WS_BACKLOG_SECONDS = envfloat("PLAYGROUND_WS_BACKLOG_SECONDS", 15)
 # Every request reads its session: from the cache, written through to the database.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 # With REDIS_URL, Redis carries the channel layer and the cache, shared by every process

@@ -24,12 +24,13 @@ them all); Daphne's debug line per frame is not logged.
 It also bounds what a connection may leave unsent (DESIGN trap 12): Daphne queues
 every frame for a client that stops reading, without limit, so the channel layer's
 bounded queue never fills for it and its backlog grows in this process's memory
-(once the kernel's send buffer, autotuned up to 4 MB here, is full). When a frame
-is sent while more than `settings.WS_BACKLOG_BYTES` of earlier frames are not yet
-acknowledged by the client (in Twisted's buffer and the kernel's send queue), the
-connection is dropped: the browser reconnects and resumes from a snapshot, as for a
-client the channel layer closed (4008). One frame larger than the bound (a long
-answer's snapshot) is still sent when nothing waits before it.
+(once the kernel's send buffer, autotuned up to 4 MB here, is full). A connection
+is dropped when, at each frame sent for `settings.WS_BACKLOG_SECONDS`, more than
+`settings.WS_BACKLOG_BYTES` of earlier frames were not yet acknowledged by the
+client (in Twisted's buffer and the kernel's send queue): the browser reconnects and
+resumes from a snapshot, as for a client the channel layer closed (4008). The time
+is what lets a client that reads slowly take a snapshot larger than the bound (a
+long answer with logprobs) without being dropped for it, and again on reconnect.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import logging
 import struct
 import sys
 import termios
+import time
 
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
@@ -75,14 +77,29 @@ def frame(payload: bytes) -> bytes:
     return head + payload
 
 
+def too_far_behind(self: WebSocketProtocol) -> bool:
+    """Whether the client has left more than the bound unread for the allowed time."""
+    waiting = backlog(self.transport)
+    if waiting <= settings.WS_BACKLOG_BYTES:
+        self.behind_since = None
+        return False
+    now = time.monotonic()
+    since = getattr(self, "behind_since", None) or now
+    self.behind_since = since
+    if now - since < settings.WS_BACKLOG_SECONDS:
+        return False
+    logger.warning(
+        "Dropped websocket %s: over PLAYGROUND_WS_BACKLOG_BYTES unread for %.1f s (%d bytes now); "
+        "it resyncs on reconnect",
+        self.client_addr,
+        now - since,
+        waiting,
+    )
+    return True
+
+
 def server_send(self: WebSocketProtocol, content, binary: bool = False) -> None:
-    if self.state == self.STATE_OPEN and (waiting := backlog(self.transport)) > settings.WS_BACKLOG_BYTES:
-        logger.warning(
-            "Dropped websocket %s: %d bytes not taken, over PLAYGROUND_WS_BACKLOG_BYTES; "
-            "it resyncs on reconnect",
-            self.client_addr,
-            waiting,
-        )
+    if self.state == self.STATE_OPEN and too_far_behind(self):
         self.wasNotCleanReason = "client too far behind"  # autobahn logs it too
         self.dropConnection(abort=True)
     if self.state == self.STATE_CLOSED:

@@ -46,3 +46,22 @@ def test_a_long_answer_without_blank_lines_is_not_rendered_whole_on_every_frame(
     # (a frame used to parse, sanitize and lay out the whole answer so far again).
     again = streamed["again"]
     assert max(again) < len(expected) / 10, (max(again), len(again), sum(again))
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("Lorem ipsum. Dolor sit amet. Sed do", "Lorem ipsum. Dolor sit amet. "),
+        ("你好。世界！还有", "你好。世界！"),
+        ("line one\nline two\nline", "line one\nline two\n"),
+        ("It costs $5. - not a list item", ""),  # no letter before the full stop
+        ("1. item\n2. item", "1. item\n"),
+        ("**Bold. Still bold** and", ""),  # emphasis open at the sentence end
+        ("Some `code. Here` then. More", "Some `code. Here` then. "),
+        ("See [the. Docs](x) and. More", "See [the. Docs](x) and. "),
+        ("a | b\n--|--\n1 | 2\n3", ""),  # a table
+    ],
+)
+def test_a_long_block_is_cut_only_where_its_pieces_read_as_it_does(page: Page, text, kept):  # noqa: F811
+    at = page.evaluate("async (text) => (await import('/static/js/common.js')).cutPoint(text)", text)
+    assert text[:at] == kept

@@ -56,7 +56,9 @@ def test_bootstrap_gives_users_made_before_it_a_workspace(monkeypatch):
     assert "Added 'root' to the Default workspace as owner." in output
     roles = {m.user: (m.workspace.slug, m.role) for m in Membership.objects.all()}
     assert roles == {root: ("default", "owner"), dora: ("default", "member")}
-    assert "Added" not in run("bootstrap")
+    Membership.objects.filter(user=dora).delete()  # an admin takes dora's access away
+    assert "Added" not in run("bootstrap")  # and a restart does not give it back
+    assert not Membership.objects.filter(user=dora).exists()
 
 
 def test_new_users_join_the_first_workspace(workspace):

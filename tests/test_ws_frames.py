@@ -77,3 +77,29 @@ def test_the_servers_own_messages_are_not_held_to_the_clients_size_limit(protoco
     with pytest.raises(PayloadExceededError):
         ws_frames._daphne_server_send(protocol, text)
     assert sent(protocol, ws_frames.server_send, text) == ws_frames.frame(text.encode())
+
+
+def test_a_client_is_dropped_only_after_staying_over_the_backlog_bound(protocol, settings, monkeypatch):
+    settings.WS_BACKLOG_BYTES, settings.WS_BACKLOG_SECONDS = 100, 5
+    clock = [1000.0]
+    monkeypatch.setattr(ws_frames.time, "monotonic", lambda: clock[0])
+    protocol.transport.dataBuffer, protocol.transport.offset = b"x" * 500, 0  # as Twisted's tcp has
+    protocol.transport.unregisterProducer = lambda: None  # as Twisted's tcp takes it
+
+    ws_frames.server_send(protocol, "one")  # over the bound: the clock starts
+    clock[0] += 4
+    ws_frames.server_send(protocol, "two")
+    protocol.transport.dataBuffer = b"x" * 50  # it read: under the bound, the clock stops
+    ws_frames.server_send(protocol, "three")
+    protocol.transport.dataBuffer = b"x" * 500
+    clock[0] += 1
+    ws_frames.server_send(protocol, "four")  # over again: a new clock, not 5 s yet
+    assert protocol.state == protocol.STATE_OPEN
+    clock[0] += 5
+    ws_frames.server_send(protocol, "five")
+    assert protocol.state == protocol.STATE_CLOSED
+    ws_frames.server_send(protocol, "six")  # after the drop: nothing more is written
+    assert protocol.transport.disconnecting
+    assert b"five" not in protocol.transport.value()
+    assert b"six" not in protocol.transport.value()
+    assert b"four" in protocol.transport.value()

@@ -45,6 +45,32 @@ export async function api(method, url, body) {
 // A tail longer than LONG_TAIL with no blank line (a long paragraph) is cut too, so
 // that each frame parses and lays out a short text, however long the answer.
 const LONG_TAIL = 4000; // characters
+
+// Where a long unfinished block may be cut so that its pieces read as it would: after
+// its last line end or sentence end (a letter, then . ! or ? and a space before a
+// capital letter; or a CJK full stop) with no code span, emphasis, link or parenthesis
+// left open before it. Not in a table: its rows need their header. 0: nowhere.
+const ENDS = /\n|(?<=\p{L}[.!?])[ \t]+(?=\p{Lu})|(?<=[。！？])/gu;
+export function cutPoint(rest) {
+  if (rest.includes("|")) return 0;
+  let cut = 0, from = 0, ticks = 0, stars = 0, doubles = 0, brackets = 0, parens = 0;
+  const count = (text, re) => text.match(re)?.length ?? 0;
+  for (const end of rest.matchAll(ENDS)) {
+    const at = end.index + end[0].length;
+    if (at >= rest.length) break;
+    const piece = rest.slice(from, at).replace(/^[ \t]*[*+-][ \t]/gm, ""); // not list bullets
+    ticks += count(piece, /`/g);
+    const pairs = count(piece, /\*\*/g);
+    doubles += pairs;
+    stars += count(piece, /\*/g) - 2 * pairs;
+    brackets += count(piece, /\[/g) - count(piece, /\]/g);
+    parens += count(piece, /\(/g) - count(piece, /\)/g);
+    from = at;
+    if (ticks % 2 === 0 && stars % 2 === 0 && doubles % 2 === 0 && brackets === 0 && parens === 0) cut = at;
+  }
+  return cut;
+}
+
 export class MarkdownView {
   constructor(container) {
     this.done = document.createElement("div");
@@ -67,15 +93,9 @@ export class MarkdownView {
       lineStart = nl + 1;
     }
     this.scanned = lineStart;
-    // Cut a long block at a line end in its second half, or else after its last sentence
-    // (not a table: its rows need their header). render(true) parses it whole again.
+    // A long block is cut too; render(true) parses it whole again.
     const rest = this.text.slice(boundary);
-    let cut = 0;
-    if (!this.inFence && rest.length > LONG_TAIL && !rest.includes("|")) {
-      const line = rest.lastIndexOf("\n") + 1;
-      const sentence = /^[^]*(?:[.!?]\s|[。！？])/.exec(rest)?.[0].length ?? 0;
-      cut = line > rest.length / 2 ? line : Math.max(line, sentence);
-    }
+    const cut = !this.inFence && rest.length > LONG_TAIL ? cutPoint(rest) : 0;
     if (boundary + cut > this.stable) {
       const block = document.createElement("div");
       block.innerHTML = renderMarkdown(this.text.slice(this.stable, boundary + cut));

@@ -17,7 +17,7 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options):
-        workspace, _ = Workspace.objects.get_or_create(slug="default", defaults={"name": "Default"})
+        workspace, first_run = Workspace.objects.get_or_create(slug="default", defaults={"name": "Default"})
         if not workspace.providers.filter(is_demo=True).exists():
             demo = Provider(workspace=workspace, name=DEMO_PROVIDER_NAME, is_demo=True)
             demo.set_api_key(new_demo_key())
@@ -25,8 +25,9 @@ class Command(BaseCommand):
             self.stdout.write("Created the Demo provider.")
         User = get_user_model()
         # Every user has a workspace: those made before there was one (createsuperuser
-        # before the first bootstrap) join this one, superusers as owners.
-        for user in User.objects.filter(memberships__isnull=True):
+        # before the first bootstrap) join it, superusers as owners. Only then: later, a
+        # user without a membership is one an admin removed.
+        for user in User.objects.filter(memberships__isnull=True) if first_run else ():
             role = Membership.Role.OWNER if user.is_superuser else Membership.Role.MEMBER
             Membership.objects.create(workspace=workspace, user=user, role=role)
             self.stdout.write(f"Added {user.get_username()!r} to the {workspace.name} workspace as {role}.")
