@@ -25,9 +25,10 @@ It also bounds what a connection may leave unsent (DESIGN trap 12): Daphne queue
 every frame for a client that stops reading, without limit, so the channel layer's
 bounded queue never fills for it and its backlog grows in this process's memory
 (once the kernel's send buffer, autotuned up to 4 MB here, is full). A connection
-is dropped when, at each frame sent for `settings.WS_BACKLOG_SECONDS`, more than
-`settings.WS_BACKLOG_BYTES` of earlier frames were not yet acknowledged by the
-client (in Twisted's buffer and the kernel's send queue): the browser reconnects and
+is dropped when, each time it was checked for `settings.WS_BACKLOG_SECONDS` (as a
+frame is sent, at most ten times a second), more than `settings.WS_BACKLOG_BYTES`
+of earlier frames were not yet acknowledged by the client (in Twisted's buffer and
+the kernel's send queue): the browser reconnects and
 resumes from a snapshot, as for a client the channel layer closed (4008). The time
 is what lets a client that reads slowly take a snapshot larger than the bound (a
 long answer with logprobs) without being dropped for it, and again on reconnect.
@@ -77,13 +78,19 @@ def frame(payload: bytes) -> bytes:
     return head + payload
 
 
+BACKLOG_CHECK_SECONDS = 0.1  # at most this often per connection: the frames between are free
+
+
 def too_far_behind(self: WebSocketProtocol) -> bool:
     """Whether the client has left more than the bound unread for the allowed time."""
+    now = time.monotonic()
+    if now - getattr(self, "backlog_checked", -BACKLOG_CHECK_SECONDS) < BACKLOG_CHECK_SECONDS:
+        return False
+    self.backlog_checked = now
     waiting = backlog(self.transport)
     if waiting <= settings.WS_BACKLOG_BYTES:
         self.behind_since = None
         return False
-    now = time.monotonic()
     since = getattr(self, "behind_since", None) or now
     self.behind_since = since
     if now - since < settings.WS_BACKLOG_SECONDS:

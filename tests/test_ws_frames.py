@@ -89,6 +89,8 @@ def test_a_client_is_dropped_only_after_staying_over_the_backlog_bound(protocol,
     ws_frames.server_send(protocol, "one")  # over the bound: the clock starts
     clock[0] += 4
     ws_frames.server_send(protocol, "two")
+    ws_frames.server_send(protocol, "two and a half")  # in the same tenth of a second: not checked
+    clock[0] += 0.5
     protocol.transport.dataBuffer = b"x" * 50  # it read: under the bound, the clock stops
     ws_frames.server_send(protocol, "three")
     protocol.transport.dataBuffer = b"x" * 500
