@@ -28,10 +28,10 @@ bounded queue never fills for it and its backlog grows in this process's memory
 is dropped when, each time it was checked for `settings.WS_BACKLOG_SECONDS` (as a
 frame is sent, at most ten times a second), more than `settings.WS_BACKLOG_BYTES`
 of earlier frames were not yet acknowledged by the client (in Twisted's buffer and
-the kernel's send queue): the browser reconnects and
-resumes from a snapshot, as for a client the channel layer closed (4008). The time
-is what lets a client that reads slowly take a snapshot larger than the bound (a
-long answer with logprobs) without being dropped for it, and again on reconnect.
+the kernel's send queue): the browser reconnects and resumes from a snapshot, as
+for a client the channel layer closed (4008). The time is what lets a client that
+reads slowly take a snapshot larger than the bound (a long answer with logprobs)
+without being dropped for it, and again on reconnect.
 """
 
 from __future__ import annotations
