@@ -10,6 +10,8 @@ PORT ?= 8000
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS ?= redis://127.0.0.1:6379/0
 BIN := $(VENV)/bin
+# Both passes: the scale-out tests always start their Daphne processes on these.
+TEST_SERVICES := PLAYGROUND_TEST_PG_URL=$(PG_URL) PLAYGROUND_TEST_REDIS_URL=$(REDIS)
 
 .PHONY: run test test-sqlite test-postgres lint bench chromium vendor
 
@@ -41,10 +43,10 @@ lint: $(VENV)/.installed-test
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 
 test-sqlite: $(VENV)/.installed-test chromium
-	env -u DATABASE_URL -u REDIS_URL PLAYGROUND_TEST_PG_URL=$(PG_URL) PLAYGROUND_TEST_REDIS_URL=$(REDIS) $(BIN)/pytest
+	env -u DATABASE_URL -u REDIS_URL $(TEST_SERVICES) $(BIN)/pytest
 
 test-postgres: $(VENV)/.installed-test chromium
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS) PLAYGROUND_TEST_PG_URL=$(PG_URL) PLAYGROUND_TEST_REDIS_URL=$(REDIS) $(BIN)/pytest
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS) $(TEST_SERVICES) $(BIN)/pytest
 
 test: lint test-sqlite test-postgres
 

@@ -64,9 +64,10 @@ def _non_finite(value: Any) -> bool:
 
 
 def parameter_problem(name: str, value: Any) -> str | None:
-    """Why a known parameter's value is refused, or None."""
-    spec = PARAMETERS[name]
-    problem = CHECKS[spec["kind"]](value, spec)
+    """Why a value sent as `name` is refused, or None: a known parameter's own check, and
+    for any field, no NaN or Infinity anywhere in it."""
+    spec = PARAMETERS.get(name)
+    problem = CHECKS[spec["kind"]](value, spec) if spec else None
     if problem is None and _non_finite(value):
         problem = "must not contain NaN or Infinity"
     return problem
@@ -207,10 +208,7 @@ def clean_extra(extra: Any) -> dict:
         raise Invalid({"extra_body": f"cannot set {', '.join(clash)}"})
     # What it sets goes over the parameters: a known one is held to the same ranges.
     for name, value in extra.items():
-        problem = parameter_problem(name, value) if name in PARAMETERS else None
-        if problem is None and _non_finite(value):
-            problem = "must not contain NaN or Infinity"
-        if problem:
+        if problem := parameter_problem(name, value):
             raise Invalid({"extra_body": f"{name} {problem}"})
     return extra
 

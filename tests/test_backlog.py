@@ -12,11 +12,10 @@ import socket
 import time
 
 import pytest
-import websockets
 
 from tests.events import text_of
 from tests.servers import AppServer, Client, app_database
-from tests.test_scaleout import expected_lorem, next_event, until
+from tests.test_scaleout import connect, expected_lorem, next_event, until
 
 BACKLOG = 64 * 1024
 
@@ -26,13 +25,6 @@ def server():
     settings = {"PLAYGROUND_WS_BACKLOG_BYTES": str(BACKLOG), "PLAYGROUND_WS_BACKLOG_SECONDS": "1"}
     with app_database(**settings) as env, AppServer(env) as server:
         yield server
-
-
-async def connect(client: Client, conversation: int):
-    """A websocket as a browser opens one (no limit on the size of a message)."""
-    ws_url = client.url.replace("http://", "ws://") + f"/ws/conversations/{conversation}/"
-    headers = {"Cookie": client.cookie_header, "Origin": client.url}
-    return await websockets.connect(ws_url, additional_headers=headers, max_size=None)
 
 
 def stalled_websocket(client: Client, conversation: int) -> socket.socket:

@@ -35,9 +35,10 @@ def cluster():
 
 
 async def connect(client: Client, conversation: int):
+    """A websocket as a browser opens one (no limit on the size of a message)."""
     ws_url = client.url.replace("http://", "ws://") + f"/ws/conversations/{conversation}/"
     headers = {"Cookie": client.cookie_header, "Origin": client.url}
-    return await websockets.connect(ws_url, additional_headers=headers)
+    return await websockets.connect(ws_url, additional_headers=headers, max_size=None)
 
 
 async def next_event(ws, timeout: float = 15) -> dict:
