@@ -6,6 +6,7 @@ that is created on first use with mode 0600.
 """
 
 import os
+import weakref
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -67,3 +68,41 @@ def mask(api_key: str) -> str:
         return ""
     prefix = api_key[:3] if api_key[:3] in ("sk-", "pk-") else ""
     return f"{prefix}…{api_key[-4:]}" if len(api_key) > 8 else "…"
+
+
+class Secret:
+    """A decrypted key that shows only its mask: in a repr, a str, a debug page's locals.
+
+    `reveal()` gives the plain text; call it where the text leaves the process (the
+    Authorization header), so that the frames between hold this object instead.
+    Every live Secret is listed in `Secret.live`, which lets the exception reporter
+    (playground.debug) blank a revealed copy wherever it turns up.
+    """
+
+    __slots__ = ("_value", "__weakref__")
+    live: weakref.WeakSet = weakref.WeakSet()
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        if value:
+            Secret.live.add(self)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return f"Secret({mask(self._value)!r})"
+
+    __str__ = __repr__
+
+    def __copy__(self) -> "Secret":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Secret":
+        return self
+
+    def __reduce__(self):
+        raise TypeError("a Secret is not pickled")

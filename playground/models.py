@@ -229,8 +229,9 @@ class Provider(models.Model):
         self.api_key_encrypted = keys.encrypt(api_key) if api_key else ""
         self.key_hint = keys.mask(api_key)
 
-    def get_api_key(self) -> str:
-        return keys.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+    def get_api_key(self) -> keys.Secret:
+        """The decrypted key, masked in any repr; `.reveal()` gives its text."""
+        return keys.Secret(keys.decrypt(self.api_key_encrypted) if self.api_key_encrypted else "")
 
     def to_dict(self) -> dict:
         return {

@@ -39,6 +39,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from playground.keys import Secret
 from playground.models import Conversation, Message, Run, cost_of, update_of, update_sql
 from playground.tokens import count_prompt_tokens, count_tokens
 from playground.upstream import (
@@ -77,7 +78,7 @@ class Target:
     """Where a run's request goes: base URL, key and headers (the key is never logged)."""
 
     base_url: str
-    api_key: str = field(repr=False)
+    api_key: Secret = field(repr=False)
     headers: dict[str, str] = field(default_factory=dict)
 
 

@@ -57,17 +57,18 @@ INSTALLED_APPS = [
     "playground",
 ]
 
-# Django's usual stack, arranged to cross between the event loop and a thread less
-# often (see playground/middleware.py).
+# Django's stock middleware. ServeStatic, which runs only async, comes first: every
+# middleware below it runs synchronously, in one trip to a request thread with the view
+# (playground.middleware.ASGIHandler); static files are answered before any of them.
 MIDDLEWARE = [
-    "playground.middleware.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
-    "playground.middleware.SessionMiddleware",
-    "playground.middleware.CommonMiddleware",
-    "playground.middleware.CsrfViewMiddleware",
-    "playground.middleware.AuthenticationMiddleware",
-    "playground.middleware.MessageMiddleware",
-    "playground.middleware.XFrameOptionsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "playground.urls"
@@ -178,7 +179,15 @@ SERVESTATIC_AUTOREFRESH = DEBUG
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "0")
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", "1" if SESSION_COOKIE_SECURE else "0")
+# HTTPS only: set these once the site is served over TLS (README, Deploying).
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "0")
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "0")
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "0")
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+if envbool("PLAYGROUND_BEHIND_TLS_PROXY", "0"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Provider API keys are encrypted with these Fernet keys (comma-separated, newest first).
 # Unset: a key file in PLAYGROUND_DATA_DIR, created on first use. Never SECRET_KEY.
@@ -212,6 +221,9 @@ UPSTREAM_CA_BUNDLE = os.getenv("PLAYGROUND_CA_BUNDLE") or None
 DEMO_TOKENS_PER_SECOND = envfloat("PLAYGROUND_DEMO_TOKENS_PER_SECOND", 40)
 # Where the Demo provider is reached. Unset: this server's own listening address.
 DEMO_BASE_URL = os.getenv("PLAYGROUND_DEMO_BASE_URL", "")
+
+# Error reports (the DEBUG page included) hide keys, credentials and service addresses.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "playground.debug.SafeReporterFilter"
 
 LOGGING = {
     "version": 1,

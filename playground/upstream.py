@@ -38,7 +38,7 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from playground.keys import mask
+from playground.keys import Secret, mask
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,8 @@ def chat_url(base_url: str) -> str:
     return base_url.rstrip("/") + "/chat/completions"
 
 
-def build_headers(api_key: str, extra: dict[str, str] | None, *, stream: bool) -> dict[str, str]:
+def build_headers(api_key: Secret | str, extra: dict[str, str] | None, *, stream: bool) -> dict[str, str]:
+    """The request's headers; the one place a key is revealed, in its Authorization."""
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if stream else "application/json",
@@ -244,7 +245,7 @@ def build_headers(api_key: str, extra: dict[str, str] | None, *, stream: bool) -
     }
     headers.update(extra or {})
     if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
+        headers["Authorization"] = "Bearer " + (api_key.reveal() if isinstance(api_key, Secret) else api_key)
     return headers
 
 
@@ -263,14 +264,21 @@ def masked_headers(headers: dict[str, str]) -> dict[str, str]:
     return shown
 
 
-def scrub(text: str, secret: str) -> str:
-    """Remove a key (and its bare form) from text a relay sent back."""
-    if secret:
-        text = text.replace(secret, "[api key]")
+# A bearer credential in text, up to a quote or backslash so that JSON text stays JSON.
+BEARER = re.compile(r"(Bearer\s+)[^\s\"'\\,;]+", re.IGNORECASE)
+
+
+def scrub(text: str, secret: Secret | str) -> str:
+    """Text a relay sent back (a body, a header, a frame) without the key or any bearer value."""
+    value = secret.reveal() if isinstance(secret, Secret) else secret
+    if value and value in text:
+        text = text.replace(value, "[api key]")
+    if "earer" in text:
+        text = BEARER.sub(r"\1[api key]", text)
     return text
 
 
-def relay_error_text(body: bytes, secret: str) -> str:
+def relay_error_text(body: bytes, secret: Secret | str) -> str:
     """The relay's own words from an error body: JSON error.message, else the text."""
     text = body.decode("utf-8", "replace").strip()
     try:
@@ -328,7 +336,7 @@ def wait_text(seconds: float) -> str:
     return f"{math.ceil(whole / 3600)} h"
 
 
-def status_error(status: int, body: bytes, headers: Any, secret: str) -> HTTPStatusError:
+def status_error(status: int, body: bytes, headers: Any, secret: Secret | str) -> HTTPStatusError:
     said = relay_error_text(body, secret).rstrip(".") or "(no error text)"
     retry_after = parse_retry_after(headers.get("Retry-After"), headers.get("Date"))
     if status in (401, 403):
@@ -411,7 +419,7 @@ class ChatStream:
     """
 
     base_url: str
-    api_key: str
+    api_key: Secret
     body: dict
     extra_headers: dict[str, str] = field(default_factory=dict)
     deadlines: Deadlines = field(default_factory=Deadlines)
@@ -574,7 +582,7 @@ class ChatStream:
             raise connect_error(exc, self.url) from None
         self.first_byte_at = time.monotonic()
         self.status = response.status_code
-        self.response_headers = dict(response.headers)
+        self.response_headers = {name: scrub(value, self.api_key) for name, value in response.headers.items()}
         self._last_data_at = self.first_byte_at
         self._sock = _socket_of(response)
         return response
@@ -667,6 +675,7 @@ class ChatStream:
         """One event's chunk; None at [DONE]. Raises for an error in the stream."""
         self._last_data_at = time.monotonic()
         self._raise_if_cancelled()
+        data = scrub(data, self.api_key)
         self._record(event, data)
         if data.strip() == "[DONE]":
             return None
@@ -705,8 +714,8 @@ class ChatStream:
         self.frames.append([at, data] if event == "message" else [at, data, event])
 
     def _single(self, response: requests.Response, content_type: str) -> dict:
-        body = self._read_all(response)
-        text = body.decode("utf-8", "replace")
+        text = scrub(self._read_all(response).decode("utf-8", "replace"), self.api_key)
+        body = text.encode()
         self._record("message", text)
         try:
             data = json.loads(text)
@@ -1022,7 +1031,7 @@ class _EventCutter:
         return _SSEClient((tail,)).events()
 
 
-def list_models(base_url: str, api_key: str, extra_headers: dict | None = None) -> list[str]:
+def list_models(base_url: str, api_key: Secret | str, extra_headers: dict | None = None) -> list[str]:
     """GET {base_url}/models; the model ids, sorted. Raises UpstreamError."""
     url = base_url.rstrip("/") + "/models"
     headers = build_headers(api_key, extra_headers, stream=False)
@@ -1041,6 +1050,8 @@ def list_models(base_url: str, api_key: str, extra_headers: dict | None = None) 
         except ValueError:
             raise ProtocolError("The relay's model list is not JSON.") from None
     items = data.get("data", []) if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ProtocolError('The relay\'s model list is not a list (expected {"data": [...]}).')
     return sorted({str(item["id"]) for item in items if isinstance(item, dict) and "id" in item})
 
 

@@ -81,7 +81,7 @@ def test_addprovider_reads_the_key_from_the_environment(workspace, monkeypatch):
         "X-Forwarded-Host:api.quickrouter.ai",
     )
     provider = Provider.objects.get(name="Quick")
-    assert provider.get_api_key() == "sk-from-env-1234"
+    assert provider.get_api_key().reveal() == "sk-from-env-1234"
     assert provider.extra_headers == {"Accept": "application/json", "X-Forwarded-Host": "api.quickrouter.ai"}
     assert "sk-from-env-1234" not in output
     assert "sk-…1234" in output
@@ -91,7 +91,7 @@ def test_addprovider_reads_the_key_from_stdin(workspace, monkeypatch):
     monkeypatch.delenv("PLAYGROUND_PROVIDER_KEY", raising=False)
     monkeypatch.setattr(sys, "stdin", io.StringIO("sk-from-stdin-5678\n"))
     run("addprovider", "Jiekou", "--base-url", "https://api.jiekou.ai/openai/v1", "--workspace", "acme")
-    assert Provider.objects.get(name="Jiekou").get_api_key() == "sk-from-stdin-5678"
+    assert Provider.objects.get(name="Jiekou").get_api_key().reveal() == "sk-from-stdin-5678"
 
 
 def test_addprovider_has_no_key_argument(workspace):

@@ -147,7 +147,7 @@ def test_the_json_export_is_the_exact_history_plus_the_last_shown_runs_parameter
     assert "Paris is warmer." not in text
     assert "Authorization" not in text
     assert "Bearer" not in text
-    demo_key = Provider.objects.get(workspace=conversation.workspace, is_demo=True).get_api_key()
+    demo_key = Provider.objects.get(workspace=conversation.workspace, is_demo=True).get_api_key().reveal()
     assert demo_key.startswith("demo-")
     assert demo_key not in text
 
