@@ -265,7 +265,7 @@ def masked_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 # A bearer credential in text, up to a quote or backslash so that JSON text stays JSON.
-BEARER = re.compile(r"(Bearer\s+)[^\s\"'\\,;]+", re.IGNORECASE)
+BEARER = re.compile(r"(Bearer\s+)(?!\[api key\])[^\s\"'\\,;]+", re.IGNORECASE)
 
 
 def scrub(text: str, secret: Secret | str) -> str:

@@ -146,6 +146,20 @@ def respond(status: int, body: dict | str | bytes = b"", headers: dict | None = 
     return handle
 
 
+def echo_authorization() -> Handler:
+    """A relay that sends the request's Authorization back: in a response header, in the
+    answer's text and in a frame of its own."""
+
+    def handle(h: _Handler) -> None:
+        said = h.headers.get("Authorization", "")
+        body = frames([chunk(f"you sent {said}", role="assistant"), {"echo": said}, chunk(finish="stop")])
+        h.start(200, {"Content-Type": "text/event-stream", "X-Echo-Authorization": said}, mode="chunked")
+        h.write(body)
+        h.end()
+
+    return handle
+
+
 def hang(seconds: float) -> Handler:
     """Accept the request and say nothing (no status line) for `seconds`."""
 
