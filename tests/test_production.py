@@ -1,6 +1,7 @@
 """The app as deployed: DEBUG off, a real host name, static files, the Demo relay."""
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import AppServer, Client, app_database
+from tests.servers import AppServer, Client, app_database, base_env
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +71,33 @@ def test_unsafe_settings_stop_the_server_from_starting(env, message):
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_issue15_1_check_deploy_is_clean_in_a_production_environment():
+    """With DEBUG off, a real secret key, host names, secure cookies, HSTS and HTTPS by
+    environment, Django's deployment checks see its own middleware and warn of nothing."""
+    production = {
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(60),
+        "ALLOWED_HOSTS": "playground.example.com",
+        "SESSION_COOKIE_SECURE": "1",
+        "CSRF_COOKIE_SECURE": "1",
+        "SECURE_SSL_REDIRECT": "1",
+        "SECURE_HSTS_SECONDS": "31536000",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+        "SECURE_HSTS_PRELOAD": "1",
+        "PLAYGROUND_BEHIND_TLS_PROXY": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**base_env(), **production},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "WARNING" not in output, output
+    assert "security.W" not in output, output
+    assert "System check identified no issues" in output
