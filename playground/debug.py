@@ -1,7 +1,7 @@
 """What Django's error reports (the DEBUG page, mailed reports) may show: no secret.
 
 Installed as `DEFAULT_EXCEPTION_REPORTER_FILTER`. Beyond Django's own filter it hides
-- settings, request.META entries and frame locals whose name says secret (api_key,
+- settings, request.META entries, form fields and frame locals whose name says secret (api_key,
   key, authorization, cookie, password, token, secret), and the addresses of
   services (REDIS_URL, DATABASE_URL, a cache's LOCATION, a channel layer's hosts);
 - in any other value shown: the user:password part of a URL, any `Bearer …` value,
@@ -54,6 +54,21 @@ def cleanse_text(text: str) -> str:
 
 class SafeReporterFilter(SafeExceptionReporterFilter):
     hidden_settings = NAMED_SECRET
+
+    def is_active(self, request) -> bool:
+        """Filter with DEBUG on as well (Django's filter lets everything through then)."""
+        return True
+
+    def get_post_parameters(self, request):
+        """Django's, and form fields whose name says secret (an admin's `api_key`) hidden."""
+        shown = super().get_post_parameters(request)
+        if not any(isinstance(name, str) and SECRET_LOCAL.search(name) for name in shown):
+            return shown
+        shown = shown.copy()
+        for name in shown:
+            if isinstance(name, str) and SECRET_LOCAL.search(name):
+                shown[name] = self.cleansed_substitute
+        return shown
 
     def cleanse_setting(self, key, value):
         if isinstance(key, str) and key.upper() in SITE_URLS:

@@ -140,3 +140,11 @@ async def test_issue15_1_a_relay_echoing_the_authorization_header_has_it_scrubbe
     for text in (shown, await sync_to_async(everything_stored)()):
         assert CANARY_KEY not in text
         assert CANARY_KEY[3:] not in text
+
+
+def test_issue15_1_form_fields_named_after_secrets_are_hidden_with_debug_on(rf, settings):
+    settings.DEBUG = True
+    request = rf.post("/admin/", {"api_key": CANARY_KEY, "name": "Fake"})
+    shown = SafeReporterFilter().get_post_parameters(request)
+    assert shown["name"] == "Fake"
+    assert CANARY_KEY not in repr(dict(shown))
