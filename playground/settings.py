@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "playground.middleware.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "playground.middleware.SessionMiddleware",
+    "playground.api_errors.ApiErrorsMiddleware",
     "playground.middleware.CommonMiddleware",
     "playground.middleware.CsrfViewMiddleware",
     "playground.middleware.AuthenticationMiddleware",
@@ -179,6 +180,11 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "0")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# The largest JSON body the API takes, in bytes (larger: 413); importing a conversation
+# export takes up to its own limit (uploaded images make exports large).
+PLAYGROUND_MAX_BODY_BYTES = envint("PLAYGROUND_MAX_BODY_BYTES", 2 * 1024 * 1024)
+PLAYGROUND_IMPORT_MAX_BYTES = envint("PLAYGROUND_IMPORT_MAX_BYTES", 32 * 1024 * 1024)
 
 # Provider API keys are encrypted with these Fernet keys (comma-separated, newest first).
 # Unset: a key file in PLAYGROUND_DATA_DIR, created on first use. Never SECRET_KEY.
