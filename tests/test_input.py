@@ -82,3 +82,11 @@ def test_huge_ids_in_urls_are_404_json(as_alice):
     response = as_alice.get(f"/api/runs/{10**30}/")
     assert response.status_code == 404
     assert response.json()["error"]
+
+
+def test_djangos_own_error_pages_under_api_answer_json(as_alice):
+    missing = as_alice.get("/api/no-such-endpoint/")
+    assert (missing.status_code, missing["Content-Type"]) == (404, "application/json")
+    wrong_method = as_alice.get("/api/conversations/import/")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["allowed"] == "POST"
