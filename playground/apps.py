@@ -6,4 +6,9 @@ class PlaygroundConfig(AppConfig):
     verbose_name = "Playground"
 
     def ready(self) -> None:
+        from django.urls import register_converter
+
         from playground import signals  # noqa: F401
+        from playground.forms import IdConverter
+
+        register_converter(IdConverter, "id")  # before any URL pattern names it

@@ -27,7 +27,7 @@ from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 
-from playground.forms import EXPORT_META_KEY, RESERVED, ROLES, Invalid, split_body
+from playground.forms import EXPORT_META_KEY, RESERVED, ROLES, Invalid, part_problem, split_body
 from playground.models import Conversation, Message, Run
 from playground.snippets import ImportError_, parse_request
 from playground.tokens import content_text
@@ -38,14 +38,13 @@ from playground.views import (
     current_workspace,
     json_error,
     membership_for,
+    read_json,
     title_from,
 )
 
 EXPORT_KEY = EXPORT_META_KEY
 FORMAT = "relay-playground.conversation"
 VERSION = 1
-# Exports of conversations with uploaded images outgrow Django's 2.5 MB default for a body.
-IMPORT_MAX_BYTES = 32 * 1024 * 1024
 NAME_MAX = 100  # Message.name and Message.tool_call_id
 SHOWN_ERRORS = 5
 
@@ -259,18 +258,8 @@ def run_footer(run: Run, choice_index: int) -> str:
 
 def read_document(request: HttpRequest) -> dict:
     """The posted export: the JSON document itself, or {"text": the file's text}."""
-    limit = getattr(settings, "PLAYGROUND_IMPORT_MAX_BYTES", IMPORT_MAX_BYTES)
-    length = int(request.META.get("CONTENT_LENGTH") or 0)
-    if length > limit:
-        mb = 1024 * 1024
-        raise Invalid({"body": f"is {length / mb:.1f} MB; an import can be at most {limit / mb:g} MB"})
-    try:
-        # Read past Django's DATA_UPLOAD_MAX_MEMORY_SIZE (request.body's limit) up to ours.
-        data = json.loads(request.read(limit) or b"{}")
-    except ValueError:
-        raise Invalid({"body": "is not valid JSON"}) from None
-    if not isinstance(data, dict):
-        raise Invalid({"body": "must be a JSON object"})
+    # Exports of conversations with uploaded images outgrow the API's usual limit.
+    data = read_json(request, limit=settings.PLAYGROUND_IMPORT_MAX_BYTES)
     if "messages" not in data and "text" in data:
         if not isinstance(data["text"], str):
             raise Invalid({"text": "must be the file's text"})
@@ -398,18 +387,9 @@ def clean_content(message: dict, role: Any, at: str, errors: dict) -> str | list
         errors[f"{at}.content"] = "must be text or a non-empty list of content parts"
         return ""
     for j, part in enumerate(content):
-        where = f"{at}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if not isinstance(part.get("text"), str):
-                errors[f"{where}.text"] = "must be text"
-        elif kind in ("image_url", "video_url"):
-            value = part.get(kind)
-            url = value.get("url") if isinstance(value, dict) else value
-            if not isinstance(url, str) or not url.strip():
-                errors[f"{where}.{kind}"] = 'needs a URL: {"url": "https://…" or "data:…"}'
-        else:
-            errors[where] = "each content part needs a type of text, image_url or video_url"
+        if problem := part_problem(part):
+            sub, why = problem
+            errors[f"{at}.content[{j}]" + (f".{sub}" if sub else "")] = why
     return content
 
 
@@ -433,7 +413,7 @@ def error_response(exc: Invalid) -> JsonResponse:
     text = "; ".join(f"{k}: {v}" for k, v in items[:SHOWN_ERRORS])
     if len(items) > SHOWN_ERRORS:
         text += f"; and {len(items) - SHOWN_ERRORS} more"
-    return json_error(400, text, fields=exc.errors)
+    return json_error(exc.status, text, fields=exc.errors)
 
 
 def imported_title(meta: dict, messages: list[dict]) -> str:
@@ -487,6 +467,6 @@ def import_conversation(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("api/conversations/import/", import_conversation, name="api-import-conversation"),
-    path("api/conversations/<int:conversation_id>/export.json", export_json, name="api-export-json"),
-    path("api/conversations/<int:conversation_id>/export.md", export_markdown, name="api-export-md"),
+    path("api/conversations/<id:conversation_id>/export.json", export_json, name="api-export-json"),
+    path("api/conversations/<id:conversation_id>/export.md", export_markdown, name="api-export-md"),
 ]

@@ -380,7 +380,7 @@ class Run(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="runs")
     provider = models.ForeignKey(Provider, models.SET_NULL, null=True, related_name="runs")
     provider_name = models.CharField(max_length=100)
-    model = models.CharField(max_length=200)
+    model = models.CharField(max_length=255)  # forms.MODEL_MAX
     # The body exactly as sent (it never holds the key) and the headers with the key masked.
     base_url = models.CharField(max_length=500, blank=True)
     request_body = models.JSONField(default=dict)
@@ -393,6 +393,8 @@ class Run(models.Model):
     # What came back on the wire: [milliseconds since the request, event data(, event type)].
     raw_frames = models.JSONField(default=list, blank=True)
     frames_dropped = models.PositiveIntegerField(default=0)
+    # Invalid UTF-8 sequences in the relay's answer, each read as U+FFFD.
+    decode_errors = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     submitted_at = models.DateTimeField(default=timezone.now)
     first_byte_at = models.DateTimeField(null=True, blank=True)
@@ -513,7 +515,7 @@ class Preset(models.Model):
     name = models.CharField(max_length=100)
     shared = models.BooleanField(default=False, help_text="Visible to everyone in the workspace.")
     provider = models.ForeignKey(Provider, models.SET_NULL, null=True, blank=True, related_name="+")
-    model = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=255, blank=True)  # forms.MODEL_MAX
     system = models.TextField(blank=True)
     # Wire parameters, validated like a run's; unset ones are absent.
     params = models.JSONField(default=dict, blank=True)

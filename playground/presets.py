@@ -16,7 +16,7 @@ from django.urls import path
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from playground.forms import Invalid, clean_extra, clean_params
+from playground.forms import Invalid, clean_extra, clean_model, clean_params, is_id
 from playground.models import Membership, Preset
 from playground.views import Forbidden, api, current_workspace, json_error, membership_for, read_json_or_400
 
@@ -62,17 +62,17 @@ def clean_preset(data: dict, workspace, membership: Membership, *, partial: bool
         provider = data.get("provider")
         if provider is None:
             fields["provider"] = None
-        elif not (isinstance(provider, int) and workspace.providers.filter(id=provider).exists()):
+        elif not (is_id(provider) and workspace.providers.filter(id=provider).exists()):
             errors["provider"] = "is not a provider of this workspace"
         else:
             fields["provider_id"] = provider
-    for key in ("model", "system"):
-        if key in data or not partial:
-            value = data.get(key, "")
-            if not isinstance(value, str):
-                errors[key] = "must be text"
-            else:
-                fields[key] = value.strip() if key == "model" else value
+    if "model" in data or not partial:
+        fields["model"] = clean_model(data.get("model", ""), errors, required=False)
+    if "system" in data or not partial:
+        if not isinstance(data.get("system", ""), str):
+            errors["system"] = "must be text"
+        else:
+            fields["system"] = data.get("system", "")
     for key, clean in (("params", clean_params), ("extra_body", clean_extra)):
         if key in data or not partial:
             try:
@@ -155,5 +155,5 @@ def preset_detail(request: HttpRequest, preset_id: int) -> JsonResponse:
 
 urlpatterns = [
     path("api/presets/", presets, name="api-presets"),
-    path("api/presets/<int:preset_id>/", preset_detail, name="api-preset"),
+    path("api/presets/<id:preset_id>/", preset_detail, name="api-preset"),
 ]

@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "servestatic.middleware.ServeStaticMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "playground.api_errors.ApiErrorsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -188,6 +189,11 @@ SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "0")
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
 if envbool("PLAYGROUND_BEHIND_TLS_PROXY", "0"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# The largest JSON body the API takes, in bytes (larger: 413); importing a conversation
+# export takes up to its own limit (uploaded images make exports large).
+PLAYGROUND_MAX_BODY_BYTES = envint("PLAYGROUND_MAX_BODY_BYTES", 2 * 1024 * 1024)
+PLAYGROUND_IMPORT_MAX_BYTES = envint("PLAYGROUND_IMPORT_MAX_BYTES", 32 * 1024 * 1024)
 
 # Provider API keys are encrypted with these Fernet keys (comma-separated, newest first).
 # Unset: a key file in PLAYGROUND_DATA_DIR, created on first use. Never SECRET_KEY.

@@ -13,6 +13,7 @@ import re
 import shlex
 from typing import Any
 
+from playground.forms import Invalid, parse_json
 from playground.upstream import chat_url
 
 KEY_VAR = "OPENAI_API_KEY"
@@ -147,9 +148,12 @@ def parse_request(text: str) -> dict[str, Any]:
 
 def _json_body(text: str) -> dict:
     try:
-        body = json.loads(text)
-    except ValueError as exc:
-        raise ImportError_(f"The JSON does not parse: {exc}") from None
+        body = parse_json(text)
+    except Invalid as exc:
+        parse_error = next(iter(exc.errors.values())).startswith("is not valid JSON")
+        raise ImportError_(
+            f"The JSON does not parse: {exc}" if parse_error else f"The JSON is refused: {exc}"
+        ) from None
     if not isinstance(body, dict):
         raise ImportError_("The body must be a JSON object.")
     if not isinstance(body.get("messages"), list):

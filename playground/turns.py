@@ -15,7 +15,7 @@ from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_http_methods, require_POST
 
-from playground.forms import ROLES, Invalid, clean_content
+from playground.forms import ROLES, Invalid, clean_content, is_id
 from playground.models import Conversation, Message, Run
 from playground.views import announce, api, conversation_for, json_error, read_json_or_400, transcript
 
@@ -204,7 +204,8 @@ def fork_conversation(request: HttpRequest, conversation_id: int) -> JsonRespons
     data = read_json_or_400(request)
     if isinstance(data, JsonResponse):
         return data
-    message = Message.objects.filter(id=data.get("message"), conversation=conv).first()
+    wanted = data.get("message")
+    message = Message.objects.filter(id=wanted, conversation=conv).first() if is_id(wanted) else None
     if message is None:
         return json_error(400, "message: not a message of this conversation", fields={"message": "not found"})
     with transaction.atomic():

@@ -5,6 +5,7 @@ from functools import wraps
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection, transaction
 from django.db.models import Q
@@ -14,8 +15,18 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from playground import relay
+from playground.api_errors import declared_length
 from playground.capabilities import ProbeBusy, ProbeFailed, apply_profile, probe
-from playground.forms import PARAMETERS, Invalid, build_body, clean_submission, split_body
+from playground.forms import (
+    PARAMETERS,
+    Invalid,
+    build_body,
+    clean_model,
+    clean_submission,
+    clean_title,
+    parse_json,
+    split_body,
+)
 from playground.keys import KeyDecryptError
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace, insert, update_of
 from playground.snippets import ImportError_, code_for, parse_request
@@ -52,11 +63,29 @@ def api(view):
     return wrapper
 
 
-def read_json(request: HttpRequest) -> dict:
-    try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        raise Invalid({"body": "is not valid JSON"}) from None
+FORM_TYPES = ("multipart/", "application/x-www-form-urlencoded", "text/plain")
+
+
+def request_body(request: HttpRequest, limit: int | None = None) -> bytes:
+    """The raw body of a JSON request, or Invalid: 415 for a form's body, 413 past `limit`
+    bytes (PLAYGROUND_MAX_BODY_BYTES unless given), told before reading it when the
+    request says its length."""
+    if request.content_type.startswith(FORM_TYPES):
+        reason = f"must be JSON (Content-Type: application/json), not {request.content_type}"
+        raise Invalid({"body": reason}, status=415)
+    limit = settings.PLAYGROUND_MAX_BODY_BYTES if limit is None else limit
+    declared = declared_length(request)
+    raw = b"" if declared > limit else request.read(limit + 1)
+    if declared > limit or len(raw) > limit:
+        mb = 1024 * 1024
+        size = f"{max(declared, len(raw)) / mb:.1f} MB" if declared else f"over {limit / mb:g} MB"
+        raise Invalid({"body": f"is {size}; at most {limit / mb:g} MB is accepted here"}, status=413)
+    return raw
+
+
+def read_json(request: HttpRequest, limit: int | None = None) -> dict:
+    """A JSON object from the request's body (`request_body`, then `forms.parse_json`), or Invalid."""
+    data = parse_json(request_body(request, limit) or b"{}")
     if not isinstance(data, dict):
         raise Invalid({"body": "must be a JSON object"})
     return data
@@ -136,7 +165,10 @@ def conversations(request: HttpRequest) -> JsonResponse:
         data = read_json_or_400(request)
         if isinstance(data, JsonResponse):
             return data
-        title = str(data.get("title") or "New conversation")[:200]
+        try:
+            title = clean_title(data.get("title")) or "New conversation"
+        except Invalid as exc:
+            return json_error(400, str(exc), fields=exc.errors)
         conversation = Conversation.objects.create(workspace=workspace, creator=request.user, title=title)
         return JsonResponse(conversation.to_dict(), status=201)
     query = request.GET.get("q", "").strip()
@@ -206,10 +238,11 @@ def import_request(request: HttpRequest) -> JsonResponse:
 
 
 def read_json_or_400(request: HttpRequest) -> dict | JsonResponse:
+    """`read_json`, or the refusal to answer (400, 413 or 415, naming the field)."""
     try:
         return read_json(request)
     except Invalid as exc:
-        return json_error(400, str(exc), fields=exc.errors)
+        return json_error(exc.status, str(exc), fields=exc.errors)
 
 
 @require_http_methods(["GET", "PATCH", "DELETE"])
@@ -224,10 +257,13 @@ def conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
         data = read_json_or_400(request)
         if isinstance(data, JsonResponse):
             return data
-        title = str(data.get("title", "")).strip()
+        try:
+            title = clean_title(data.get("title"))
+        except Invalid as exc:
+            return json_error(400, str(exc), fields=exc.errors)
         if not title:
             return json_error(400, "title: cannot be empty", fields={"title": "cannot be empty"})
-        conv.title = title[:200]
+        conv.title = title
         conv.save(update_fields=["title"])
         announce(conv.id, title=conv.title)
         return JsonResponse(conv.to_dict())
@@ -272,11 +308,11 @@ def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse:
     demo = relay.Target(demo_base_url(request), "", {"Host": request.get_host()})
     try:
         relay.ensure_started_from_thread()  # the new run names this process as its owner
-        prepared = prepare_run(request.user, conversation_id, request.body, demo)
+        prepared = prepare_run(request.user, conversation_id, request_body(request), demo)
     except LoggedOut:
         return json_error(401, "Log in first.")
     except Invalid as exc:
-        return json_error(400, str(exc), fields=exc.errors)
+        return json_error(exc.status, str(exc), fields=exc.errors)
     except Forbidden as exc:
         return json_error(403, str(exc))
     except Http404:
@@ -308,10 +344,7 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
     try:
         with transaction.atomic():
             conv = conversation_for(user, conversation_id, write=True, lock=True)
-            try:
-                data = clean_submission(json.loads(raw or b"null"))
-            except ValueError:
-                raise Invalid({"body": "is not valid JSON"}) from None
+            data = clean_submission(parse_json(raw or b"null"))
             provider = Provider.objects.usable(data["provider"], conv.workspace_id)
             if provider is None:
                 raise Invalid({"provider": "is not an enabled provider of this workspace"})
@@ -477,9 +510,10 @@ def probe_provider(request: HttpRequest, provider_id: int) -> JsonResponse:
     data = read_json_or_400(request)
     if isinstance(data, JsonResponse):
         return data
-    model = data.get("model")
-    if not isinstance(model, str) or not model.strip():
-        return json_error(400, "model: choose or type the model to probe with", fields={"model": "required"})
+    errors = {}
+    model = clean_model(data.get("model"), errors)
+    if errors:
+        return json_error(400, f"model: {errors['model']}", fields=errors)
     try:
         api_key = provider.get_api_key()
     except KeyDecryptError as exc:
@@ -489,7 +523,7 @@ def probe_provider(request: HttpRequest, provider_id: int) -> JsonResponse:
     else:
         target = relay.Target(provider.base_url, api_key, provider.extra_headers)
     try:
-        profile = probe(target, model.strip(), previous=provider.capabilities)
+        profile = probe(target, model, previous=provider.capabilities)
     except ProbeBusy as exc:
         return json_error(503, str(exc), busy=True)
     except ProbeFailed as exc:

@@ -352,5 +352,5 @@ def test_big_exports_import_up_to_the_import_limit(as_alice, settings):
 
     settings.PLAYGROUND_IMPORT_MAX_BYTES = 1024 * 1024
     response = post(as_alice, "/api/conversations/import/", body)
-    assert response.status_code == 400
-    assert response.json()["fields"]["body"] == "is 4.0 MB; an import can be at most 1 MB"
+    assert response.status_code == 413
+    assert response.json()["fields"]["body"] == "is 4.0 MB; at most 1 MB is accepted here"

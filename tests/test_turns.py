@@ -50,7 +50,7 @@ def test_a_bad_turn_names_the_field(as_alice, conversation):
     assert "tool_call_id" in response.json()["fields"]
     response = post(as_alice, url, {"role": "user", "content": [{"type": "audio"}]})
     assert response.status_code == 400
-    assert "content" in response.json()["fields"]
+    assert "content[0]" in response.json()["fields"]
     assert len(wire(conversation)) == 3
 
 
