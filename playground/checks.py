@@ -37,8 +37,12 @@ def _retrieve_nothing(uri: str) -> Resource:
 LOCAL_ONLY = Registry(retrieve=_retrieve_nothing)
 
 
+REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
 def not_in_schema(ref: str) -> str:
-    return f"refers to {ref!r}, which is not in the schema (nothing outside it is fetched)"
+    shown = ref if len(ref) <= 200 else ref[:200] + "…"
+    return f"refers to {shown!r}, which is not in the schema (nothing outside it is fetched)"
 
 
 def json_path(parts) -> str:
@@ -71,8 +75,10 @@ def ref_problem(schema: Any) -> str | None:
     pending = [(resolver, root)]
     while pending:  # every subschema the validator could apply, with its base URI
         resolver, resource = pending.pop()
-        ref = resource.contents.get("$ref") if isinstance(resource.contents, dict) else None
-        if isinstance(ref, str):
+        contents = resource.contents if isinstance(resource.contents, dict) else {}
+        for ref in (contents.get(keyword) for keyword in REF_KEYWORDS):
+            if not isinstance(ref, str):
+                continue
             try:
                 resolver.lookup(ref)
             except Unresolvable:
