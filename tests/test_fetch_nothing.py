@@ -7,10 +7,13 @@ and at the playground's own, when saved and again when connecting.
 
 import importlib
 import io
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -23,6 +26,8 @@ from playground import netguard, relay
 from playground.models import Conversation, Provider, Run
 from tests.conftest import CANARY_KEY
 from tests.fakes import FakeRelay, chunk, sse
+from tests.servers import AppServer, app_database, manage
+from tests.servers import Client as ServerClient
 from tests.test_relay import post, receive_until, session_cookie, submit, wait_for, watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -341,3 +346,48 @@ async def test_the_demo_relay_is_this_server_and_still_answers(
         assert run.error_kind == "refused"
         assert "this playground's own address" in run.error_message
         assert len(this_server.requests) == 1
+
+
+def test_a_served_playground_refuses_its_own_address_but_its_demo_relay_answers():
+    """Through Daphne: the address it serves on is taken from the ASGI scope; the admin then
+    refuses it as a base URL, a provider stored with it anyway fails when it connects, and
+    the Demo relay (at that address) still answers."""
+    with app_database() as env, AppServer(env) as server:
+        client = ServerClient(server.url)
+        own = f"{server.url}/demo/v1"
+        page = client.get("/admin/playground/provider/add/").text
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        form = {"csrfmiddlewaretoken": token, "workspace": "1", "name": "Loop", "base_url": own}
+        form.update({"api_key": "sk-x", "extra_headers": "{}", "enabled": "on"})
+        refused = client.session.post(
+            f"{server.url}/admin/playground/provider/add/", data=form, headers=client.headers
+        )
+        assert refused.status_code == 200
+        assert "Refused: this playground&#x27;s own address" in refused.text
+
+        # Stored as before the check existed: the form refuses it now.
+        store = (
+            "from playground.models import Provider, Workspace; "
+            "Provider.objects.create(workspace=Workspace.objects.get(slug='default'), "
+            f"name='Loop', base_url={own!r})"
+        )
+        manage(env, "shell", "-c", store)
+        page = client.get("/").text
+        config = re.search(r'id="playground-config" type="application/json">(.*?)</script>', page).group(1)
+        loop = next(p["id"] for p in json.loads(config)["providers"] if p["name"] == "Loop")
+        conversation = client.new_conversation()
+        runs = {}
+        for name, provider in (("demo", client.demo_provider()), ("loop", loop)):
+            response = client.submit(conversation, provider, "Hi", model="demo-echo")
+            assert response.status_code == 201, response.text
+            runs[name] = response.json()["run"]["id"]
+            for _ in range(200):
+                run = client.get(f"/api/runs/{runs[name]}/").json()
+                if run["status"] not in ("queued", "streaming"):
+                    break
+                time.sleep(0.05)
+            runs[name] = run
+        assert runs["demo"]["status"] == "completed"
+        assert runs["loop"]["status"] == "failed"
+        assert runs["loop"]["error"]["kind"] == "refused"
+        assert "this playground's own address" in runs["loop"]["error"]["message"]
