@@ -17,7 +17,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from playground import eager_write, ws_frames  # noqa: E402
+from playground import eager_write, netguard, ws_frames  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
 
 # The server process's I/O: see playground/eager_write.py, ws_frames.py and settings.GIL_SWITCH_MS.
@@ -26,11 +26,14 @@ ws_frames.install()
 if settings.GIL_SWITCH_MS > 0:  # 0: Python's default
     sys.setswitchinterval(settings.GIL_SWITCH_MS / 1000)
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(websocket_auth_stack(URLRouter(websocket_urlpatterns))),
-    }
+# The addresses it serves on are this playground's own, which relays may not be (netguard).
+application = netguard.remember_listening(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(websocket_auth_stack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )
 
 # The ~94,000 objects of the loaded code (Django, Twisted, the apps) live as long as the

@@ -130,6 +130,7 @@ def ask(target, body: dict) -> Reply:
         extra_headers=target.headers,
         deadlines=DEADLINES,
         max_retries=0,
+        demo=target.is_demo,
     )
     acc = Accumulator()
     try:

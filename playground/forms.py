@@ -12,7 +12,7 @@ import re
 from itertools import accumulate
 from typing import Any
 
-from playground.checks import schema_problem
+from playground.checks import ref_problem, schema_problem
 
 # name -> (kind, minimum, maximum, help). Ranges as the seed pages give them.
 PARAMETERS: dict[str, dict[str, Any]] = {
@@ -259,7 +259,9 @@ def check_response_format(value: Any, spec: dict) -> str | None:
         schema = value.get("json_schema")
         if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
             return "json_schema needs a name"
-        if "schema" in schema and (problem := schema_problem(schema["schema"])):
+        # The answer is checked against it, so every $ref must resolve within it.
+        given = schema.get("schema", True)
+        if problem := schema_problem(given) or ref_problem(given):
             return f"json_schema.schema {problem}"
     return None
 

@@ -4,7 +4,6 @@ import json
 import secrets
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -12,8 +11,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from playground import keys
-from playground.checks import output_checks
+from playground import keys, netguard
 
 DEMO_PROVIDER_NAME = "Demo"
 DEMO_MODELS = ("demo-echo", "demo-lorem")
@@ -56,9 +54,8 @@ class Membership(models.Model):
 
 
 def validate_base_url(value: str) -> None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValidationError("Enter an http:// or https:// URL, e.g. https://api.example.com/v1")
+    """Where a relay may be: see playground.netguard."""
+    netguard.check_base_url(value)
 
 
 def validate_extra_headers(value: Any) -> None:
@@ -425,6 +422,9 @@ class Run(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Taken out of the transcript by hand; still counted in the usage ledger.
     hidden = models.BooleanField(default=False)
+    # The verdicts on its JSON output (playground.checks.output_checks), computed once as it
+    # ends; null while it runs and when the request asked for no JSON output.
+    checks = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["submitted_at", "id"]
@@ -498,7 +498,7 @@ class Run(models.Model):
             else None,
             "timing": self.timing(),
             "error": {"kind": self.error_kind, "message": self.error_message} if self.error_kind else None,
-            "checks": None if self.is_active else output_checks(self.request_body, self.output),
+            "checks": None if self.is_active else self.checks,
             "submitted_at": self.submitted_at.isoformat(),
         }
 

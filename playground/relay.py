@@ -39,6 +39,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from playground.checks import output_checks
 from playground.keys import Secret
 from playground.models import Conversation, Message, Run, cost_of, update_of, update_sql
 from playground.tokens import count_prompt_tokens, count_tokens
@@ -75,11 +76,13 @@ def reserve_slot() -> threading.BoundedSemaphore:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a run's request goes: base URL, key and headers (the key is never logged)."""
+    """Where a run's request goes: base URL, key and headers (the key is never logged).
+    `is_demo`: the built-in Demo relay, which is this server (see playground.netguard)."""
 
     base_url: str
     api_key: Secret = field(repr=False)
     headers: dict[str, str] = field(default_factory=dict)
+    is_demo: bool = False
 
 
 def start_run(
@@ -296,6 +299,7 @@ class RunHandle:
             cancel=self.cancel,
             max_retries=settings.UPSTREAM_MAX_RETRIES,
             max_retry_wait=settings.UPSTREAM_MAX_RETRY_WAIT,
+            demo=self.target.is_demo,
         )
         self.stream = stream
         stream.open()
@@ -516,11 +520,14 @@ FINAL_FIELDS = [
     "cached_tokens",
     "usage_estimated",
     "cost_usd",
+    "checks",
 ]
 
 
 def save_answer(run: Run) -> list[Message]:
-    """Write the final run and its answer (one message per choice; the first continues)."""
+    """Write the final run, with the verdicts on its output, and its answer (one message
+    per choice; the first continues)."""
+    run.checks = output_checks(run.request_body, run.output)
     final = update_of(run, FINAL_FIELDS)
     touched = update_of(Conversation(id=run.conversation_id, updated_at=timezone.now()), ["updated_at"])
     messages = [

@@ -222,6 +222,9 @@ UPSTREAM_MAX_RETRIES = envint("PLAYGROUND_MAX_RETRIES", 2)
 UPSTREAM_MAX_RETRY_WAIT = envfloat("PLAYGROUND_MAX_RETRY_WAIT", 20)
 # A PEM file of CA certificates to verify relays against instead of certifi's bundle.
 UPSTREAM_CA_BUNDLE = os.getenv("PLAYGROUND_CA_BUNDLE") or None
+# Relays at link-local and cloud metadata addresses, or at this playground's own address,
+# are refused (when saved and when connecting: playground.netguard) unless this is on.
+ALLOW_PRIVATE_RELAYS = envbool("PLAYGROUND_ALLOW_PRIVATE_RELAYS", "0")
 
 # The built-in demo relay.
 DEMO_TOKENS_PER_SECOND = envfloat("PLAYGROUND_DEMO_TOKENS_PER_SECOND", 40)

@@ -38,6 +38,7 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from playground import netguard
 from playground.keys import Secret, mask
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,13 @@ class ServerError(HTTPStatusError):
 class ConnectError(UpstreamError):
     kind = "connect"
     retryable = True
+
+
+class AddressRefused(ConnectError):
+    """The relay's address is one the server must not connect to (playground.netguard)."""
+
+    kind = "refused"
+    retryable = False
 
 
 class UpstreamTimeout(UpstreamError):
@@ -174,7 +182,11 @@ class CancelToken:
 
 
 # The connection classes below hand each new socket to the token of the stream
-# being opened on this thread; one Session per stream keeps that unambiguous.
+# being opened on this thread; one Session per stream keeps that unambiguous. They
+# also refuse addresses the server must not reach (playground.netguard): before
+# connecting, by what the host resolves to, and after, by the peer actually reached,
+# before any byte of the request (and its key) is sent. `_current.own_ok`: the stream
+# opened on this thread is the Demo relay's, which is this server.
 _current = threading.local()
 
 
@@ -184,16 +196,26 @@ def _attach_current(sock: socket.socket | None) -> None:
         token.attach(sock)
 
 
+def _guarded_connect(conn: urllib3.connection.HTTPConnection, connect: Callable[[], None]) -> None:
+    own_ok = getattr(_current, "own_ok", False)
+    try:
+        netguard.check_connect(conn.host, conn.port, own_ok=own_ok)
+        connect()
+        netguard.check_peer(conn.host, conn.sock, own_ok=own_ok)
+    except netguard.Refused as exc:
+        conn.close()
+        raise AddressRefused(str(exc)) from None
+    _attach_current(conn.sock)
+
+
 class _HTTPConnection(urllib3.connection.HTTPConnection):
     def connect(self) -> None:
-        super().connect()
-        _attach_current(self.sock)
+        _guarded_connect(self, super().connect)
 
 
 class _HTTPSConnection(urllib3.connection.HTTPSConnection):
     def connect(self) -> None:
-        super().connect()
-        _attach_current(self.sock)
+        _guarded_connect(self, super().connect)
 
 
 class _HTTPPool(HTTPConnectionPool):
@@ -427,6 +449,8 @@ class ChatStream:
     max_retries: int = 2
     max_retry_wait: float = 20.0
     sleep: Callable[[float], bool] | None = None
+    # The built-in Demo relay: this server, which other relays may not be (playground.netguard).
+    demo: bool = False
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     first_byte_at: float | None = None
@@ -463,14 +487,14 @@ class ChatStream:
         """
         self.started_at = self._last_data_at = time.monotonic()
         self._session = new_session()
-        _current.token = self.cancel
+        _current.token, _current.own_ok = self.cancel, self.demo
         try:
             self._response = self._open(self._session)
         except BaseException:
             self.close()
             raise
         finally:
-            _current.token = None
+            _current.token, _current.own_ok = None, False
 
     def read(self) -> Iterator[dict]:
         """The chunks, blocking this thread while it waits for the relay."""

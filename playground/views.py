@@ -354,7 +354,7 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
                 raise Invalid({"provider": str(exc)}) from None
             # The Demo relay is this server: its own address, and a Host header it accepts.
             base_url, headers = (demo.base_url, demo.headers) if provider.is_demo else (provider.base_url, {})
-            target = relay.Target(base_url, api_key, {**provider.extra_headers, **headers})
+            target = relay.Target(base_url, api_key, {**provider.extra_headers, **headers}, provider.is_demo)
             slot = relay.reserve_slot()
             run, messages, title = create_run(user, conv, provider, data, target)
     except BaseException:
@@ -519,7 +519,7 @@ def probe_provider(request: HttpRequest, provider_id: int) -> JsonResponse:
     except KeyDecryptError as exc:
         return json_error(400, str(exc))
     if provider.is_demo:
-        target = relay.Target(demo_base_url(request), api_key, {"Host": request.get_host()})
+        target = relay.Target(demo_base_url(request), api_key, {"Host": request.get_host()}, is_demo=True)
     else:
         target = relay.Target(provider.base_url, api_key, provider.extra_headers)
     try:
