@@ -506,7 +506,7 @@ async def stop_run(request: HttpRequest, run_id: int) -> JsonResponse:
                 "This run was interrupted: the server process running it stopped. "
                 "The text saved up to then is kept; send again to continue.",
                 run=run_id,
-                status=run.status,
+                interrupted=True,
             )
     return JsonResponse({"run": run_id, "stopping": stopping}, status=202 if stopping else 200)
 
