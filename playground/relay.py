@@ -663,10 +663,12 @@ class Process:
                 with contextlib.suppress(Exception):
                     connection.close()  # the next tick connects afresh
                 continue
-            if connection.vendor != "sqlite":  # a server connection: let go while asleep
+            if connection.vendor != "sqlite" or not self.runs:  # let go while asleep
                 with contextlib.suppress(Exception):
                     connection.close()
-            # On SQLite the keeper's connection stays open. SQLite checkpoints the WAL into
+            # On SQLite, while this process runs answers, the keeper's connection stays open
+            # (idle, it connects afresh each tick, as the database's settings say then).
+            # SQLite checkpoints the WAL into
             # the database and deletes it whenever its last connection closes; request and
             # relay threads keep theirs too, but close them once past CONN_MAX_AGE, and with
             # this one open theirs are never the last. Measured when relay threads closed
