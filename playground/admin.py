@@ -101,7 +101,8 @@ class RunAdmin(admin.ModelAdmin):
     list_display = [
         "id",
         "submitted_at",
-        "user",
+        "username",
+        "workspace_name",
         "provider_name",
         "model",
         "status",
@@ -113,14 +114,25 @@ class RunAdmin(admin.ModelAdmin):
         "ttft",
         "duration",
     ]
-    list_filter = ["status", "usage_estimated", "provider_name", "model", "user", "submitted_at"]
+    list_filter = [
+        "status",
+        "usage_estimated",
+        "workspace_name",
+        "provider_name",
+        "model",
+        "username",
+        "submitted_at",
+    ]
     date_hierarchy = "submitted_at"
-    search_fields = ["model", "provider_name", "user__username", "error_message"]
+    search_fields = ["model", "provider_name", "username", "conversation_title", "error_message"]
     readonly_fields = [f.name for f in Run._meta.fields]
     change_list_template = "admin/playground/run/change_list.html"
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the ledger: no delete, one by one or in bulk
 
     @admin.display(description="TTFT ms")
     def ttft(self, run):

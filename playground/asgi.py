@@ -17,7 +17,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from playground import eager_write, netguard, ws_frames  # noqa: E402
+from playground import eager_write, netguard, relay, ws_frames  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
 
 # The server process's I/O: see playground/eager_write.py, ws_frames.py and settings.GIL_SWITCH_MS.
@@ -25,6 +25,9 @@ eager_write.install()
 ws_frames.install()
 if settings.GIL_SWITCH_MS > 0:  # 0: Python's default
     sys.setswitchinterval(settings.GIL_SWITCH_MS / 1000)
+
+# Every server process reconciles stale runs on a timer, whether or not it serves a submission.
+relay.process.start_keeper()
 
 # The addresses it serves on are this playground's own, which relays may not be (netguard).
 application = netguard.remember_listening(

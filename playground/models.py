@@ -373,8 +373,14 @@ class Run(models.Model):
 
     ACTIVE = (Status.QUEUED, Status.STREAMING)
 
-    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="runs")
+    # The ledger outlives what a run points at: each link is cleared on deletion, and the
+    # names are kept as text, filled at submission.
+    conversation = models.ForeignKey(Conversation, models.SET_NULL, null=True, related_name="runs")
+    conversation_title = models.CharField(max_length=200, blank=True)
+    workspace = models.ForeignKey(Workspace, models.SET_NULL, null=True, related_name="runs")
+    workspace_name = models.CharField(max_length=100, blank=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="runs")
+    username = models.CharField(max_length=150, blank=True)
     provider = models.ForeignKey(Provider, models.SET_NULL, null=True, related_name="runs")
     provider_name = models.CharField(max_length=100)
     model = models.CharField(max_length=255)  # forms.MODEL_MAX
@@ -484,7 +490,7 @@ class Run(models.Model):
         return {
             "id": self.id,
             "conversation": self.conversation_id,
-            "user": self.user.get_username() if self.user else None,
+            "user": self.user.get_username() if self.user else (self.username or None),
             "provider": self.provider_name,
             "model": self.model,
             "status": self.status,

@@ -153,7 +153,7 @@ class RunHandle:
     def __init__(self, run: Run, target: Target, slot, loop) -> None:
         self.run = run  # with its conversation, user and provider, as the submission loaded them
         self.run_id = run.id
-        self.group = run.conversation.group_name
+        self.group = f"conversation-{run.conversation_id}"
         self.body = run.request_body
         self.target = target
         self.slot = slot
@@ -550,6 +550,10 @@ def save_answer(run: Run) -> list[Message]:
             cursor.execute(*final)
             if cursor.rowcount != 1:  # as save(update_fields=...) did: the run was deleted
                 raise DatabaseError(f"run {run.id} is gone: its final state was not stored")
+            # A deleted conversation leaves its runs in the ledger, with no transcript to add to.
+            alive = Conversation.objects.select_for_update().filter(id=run.conversation_id)
+            if run.conversation_id is None or not list(alive.values_list("id", flat=True)):
+                return []
             cursor.execute(*touched)
         Message.objects.bulk_create(messages)
     if connection.features.can_return_rows_from_bulk_insert:
@@ -587,6 +591,13 @@ class Process:
             self.channel = await layer.new_channel()
             self.loop = loop
             loop.create_task(self._listen(self.channel), context=contextvars.Context())
+            self.start_keeper()
+
+    def start_keeper(self) -> None:
+        """Start the keeper thread, once per process: called as the server process starts
+        (asgi.py), so it reconciles other processes' stale runs within STALE_AFTER whether
+        or not this one ever serves a submission."""
+        with self._ready_lock:
             if self._keeper is None or not self._keeper.is_alive():
                 self._keeper = threading.Thread(target=self._keep, name="relay-keeper", daemon=True)
                 self._keeper.start()
@@ -660,10 +671,12 @@ class Process:
                 with contextlib.suppress(Exception):
                     connection.close()  # the next tick connects afresh
                 continue
-            if connection.vendor != "sqlite":  # a server connection: let go while asleep
+            if connection.vendor != "sqlite" or not self.runs:  # let go while asleep
                 with contextlib.suppress(Exception):
                     connection.close()
-            # On SQLite the keeper's connection stays open. SQLite checkpoints the WAL into
+            # On SQLite, while this process runs answers, the keeper's connection stays open
+            # (idle, it connects afresh each tick, as the database's settings say then).
+            # SQLite checkpoints the WAL into
             # the database and deletes it whenever its last connection closes; request and
             # relay threads keep theirs too, but close them once past CONN_MAX_AGE, and with
             # this one open theirs are never the last. Measured when relay threads closed
@@ -720,10 +733,7 @@ def reconcile_stale_runs() -> list[Run]:
         run.last_seq += 1
         record_usage(run, Accumulator())
         messages = save_answer(run)
-        publish_from_thread(
-            run.conversation.group_name,
-            done_event(run, messages),
-        )
+        publish_from_thread(f"conversation-{run.conversation_id}", done_event(run, messages))
         log.info("run %s was left streaming by a stopped process; marked interrupted", run.id)
         done.append(run)
     return done

@@ -202,6 +202,10 @@ ENCRYPTION_KEY_FILE = DATA_DIR / "encryption.keys"
 
 # The relay: a dedicated, capped pool of threads, one per streaming run.
 RELAY_MAX_STREAMS = envint("PLAYGROUND_MAX_STREAMS", 128)
+# Active runs (queued or streaming) one user, and one workspace, may have at once, counted
+# in the database across processes; 0: no cap.
+PLAYGROUND_MAX_STREAMS_PER_USER = envint("PLAYGROUND_MAX_STREAMS_PER_USER", 8)
+PLAYGROUND_MAX_STREAMS_PER_WORKSPACE = envint("PLAYGROUND_MAX_STREAMS_PER_WORKSPACE", 32)
 RELAY_COALESCE_MS = envfloat("PLAYGROUND_COALESCE_MS", 16)
 # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
 # The server's event loop lets go of the GIL at every socket call, and while a request or

@@ -6,9 +6,10 @@ from functools import wraps
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -32,6 +33,14 @@ from playground.models import Conversation, Membership, Message, Provider, Run, 
 from playground.snippets import ImportError_, code_for, parse_request
 from playground.tokens import content_text
 from playground.upstream import UpstreamError, build_headers, list_models, masked_headers, wire_json
+
+
+class Refused(Exception):
+    """A submission refused for now: `status` (409, 429), a message in plain words, and details."""
+
+    def __init__(self, status: int, message: str, **details) -> None:
+        super().__init__(message)
+        self.status, self.message, self.details = status, message, details
 
 
 class Forbidden(Exception):
@@ -107,6 +116,15 @@ def conversation_for(user, conversation_id: int, *, write: bool = False, lock: b
     if write and not Membership(role=conversation.member_role).can_run:
         raise Forbidden("Viewers can watch conversations but not change them.")
     return conversation
+
+
+def may_manage(user, conversation: Conversation) -> bool:
+    """Renaming and deleting: the conversation's creator, or an owner or admin of its workspace
+    (`conversation` from conversation_for, its `member_role` read)."""
+    return conversation.creator_id == user.id or conversation.member_role in (
+        Membership.Role.OWNER,
+        Membership.Role.ADMIN,
+    )
 
 
 def current_workspace(request: HttpRequest) -> Workspace:
@@ -249,6 +267,8 @@ def read_json_or_400(request: HttpRequest) -> dict | JsonResponse:
 @api
 def conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
     conv = conversation_for(request.user, conversation_id, write=request.method != "GET")
+    if request.method != "GET" and not may_manage(request.user, conv):
+        raise Forbidden("Only the conversation's creator, or an owner or admin of its workspace, may.")
     if request.method == "DELETE":
         conv.delete()
         announce(conversation_id, deleted=True)
@@ -319,6 +339,8 @@ def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse:
         return json_error(404, "Not found, or not in your workspaces.")
     except relay.RelayBusy as exc:
         return json_error(503, exc.message, busy=True)
+    except Refused as exc:
+        return json_error(exc.status, exc.message, **exc.details)
     run, target, slot, messages, title = prepared
     run_dict = run.to_dict()
     relay.start_run(run, run_dict, target, slot, messages)
@@ -355,8 +377,9 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
             # The Demo relay is this server: its own address, and a Host header it accepts.
             base_url, headers = (demo.base_url, demo.headers) if provider.is_demo else (provider.base_url, {})
             target = relay.Target(base_url, api_key, {**provider.extra_headers, **headers}, provider.is_demo)
+            workspace = check_stream_caps(user, conv)
             slot = relay.reserve_slot()
-            run, messages, title = create_run(user, conv, provider, data, target)
+            run, messages, title = create_run(user, conv, provider, data, target, workspace)
     except BaseException:
         if slot is not None:  # the run was not stored (its commit included)
             slot.release()
@@ -364,7 +387,45 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
     return run, target, slot, messages, title
 
 
-def create_run(user, conv: Conversation, provider: Provider, data: dict, target: relay.Target):
+def check_stream_caps(user, conv: Conversation) -> Workspace:
+    """Refuse a run while the conversation has one streaming (409), or while the user or the
+    workspace has as many active runs as its cap (429); the conversation's workspace.
+
+    Inside prepare_run's transaction, with the conversation's row locked. The workspace's
+    row, then the user's, are locked until the commit, so submissions counted here run one
+    at a time per workspace and per user, whichever process takes them.
+    """
+    from django.conf import settings
+
+    workspace = Workspace.objects.select_for_update().get(id=conv.workspace_id)
+    get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+    active = Run.objects.filter(status__in=Run.ACTIVE).aggregate(
+        conversation=Count("id", filter=Q(conversation_id=conv.id)),
+        user=Count("id", filter=Q(user_id=user.pk)),
+        workspace=Count("id", filter=Q(workspace_id=workspace.id)),
+    )
+    if active["conversation"]:
+        raise Refused(409, "This conversation is still answering; stop it or wait.", streaming=True)
+    caps = [
+        ("user", settings.PLAYGROUND_MAX_STREAMS_PER_USER, "you have"),
+        ("workspace", settings.PLAYGROUND_MAX_STREAMS_PER_WORKSPACE, "this workspace has"),
+    ]
+    for cap, limit, who in caps:
+        if 0 < limit <= active[cap]:  # 0: no cap
+            raise Refused(
+                429,
+                f"Too many answers streaming: {who} {active[cap]} running, and the {cap} limit is "
+                f"{limit}. Stop one or wait for it to finish.",
+                cap=cap,
+                active=active[cap],
+                limit=limit,
+            )
+    return workspace
+
+
+def create_run(
+    user, conv: Conversation, provider: Provider, data: dict, target: relay.Target, workspace: Workspace
+):
     """Called inside prepare_run's transaction, with the conversation's row locked."""
     existing = conv.ordered_messages()
     changed = sync_system_prompt(conv, data["system"], existing)
@@ -389,7 +450,10 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
     run = Run(
         base_url=target.base_url,
         conversation=conv,
+        workspace=workspace,
+        workspace_name=workspace.name,
         user=user,
+        username=user.get_username(),
         provider=provider,
         provider_name=provider.name,
         model=data["model"],
@@ -401,10 +465,11 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
         heartbeat_at=timezone.now(),
         owner=relay.process.channel,
     )
-    insert(run)
     title = None
     if conv.title == "New conversation" and data["message"]:
         conv.title = title = title_from(data["message"])
+    run.conversation_title = conv.title
+    insert(run)
     conv.updated_at = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(*update_of(conv, ["title", "updated_at"]))
@@ -466,6 +531,16 @@ async def stop_run(request: HttpRequest, run_id: int) -> JsonResponse:
     except Http404:
         return json_error(404, "Not found, or not in your workspaces.")
     stopping = await relay.stop_run(run)
+    if not stopping:  # it may have just been found stale and marked interrupted
+        await run.arefresh_from_db(fields=["status"])
+        if run.status == Run.Status.INTERRUPTED:
+            return json_error(
+                409,
+                "This run was interrupted: the server process running it stopped. "
+                "The text saved up to then is kept; send again to continue.",
+                run=run_id,
+                interrupted=True,
+            )
     return JsonResponse({"run": run_id, "stopping": stopping}, status=202 if stopping else 200)
 
 

@@ -172,6 +172,26 @@ def test_stop_keeps_the_partial_answer(page):
     assert answer_text(answer) == stopped
 
 
+def test_send_is_disabled_with_the_reason_while_a_run_streams(page):
+    """One run at a time per conversation (the server answers 409 otherwise): the page
+    says why Send is off, as the button's description, and turns it back on at the end."""
+    choose(page, "demo-lorem", max_tokens="400", extra_body='{"tokens_per_second": 5}')
+    send(page, "Write at length.")
+    streamed_so_far(page, 2)
+    reason = "This conversation is still answering; stop it or wait."
+    button = page.get_by_role("button", name="Send")
+    expect(button).to_be_disabled()
+    expect(button).to_have_accessible_description(reason)
+    expect(page.get_by_role("status").filter(has_text=reason)).to_be_visible()
+    page.get_by_role("textbox", name="Message").fill("And another thing")
+    page.get_by_role("textbox", name="Message").press("Control+Enter")
+    expect(page.get_by_role("alert").filter(has_text=reason)).to_be_visible()
+    page.get_by_role("button", name="Stop").click()
+    expect(answers(page)).to_contain_text("stopped · ")
+    expect(button).to_be_enabled()
+    expect(button).not_to_have_accessible_description(reason)
+
+
 def test_reloading_mid_stream_resumes_without_losing_or_repeating_words(page):
     choose(page, "demo-lorem", seed="7", **SLOW)
     send(page, "Tell me a story.")

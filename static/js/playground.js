@@ -738,6 +738,7 @@ function attach(type, url) {
 }
 
 async function send({ continueOnly = false } = {}) {
+  if (isStreaming()) { showError(STILL_ANSWERING); return; }
   showError("");
   const { params, extra, errors } = readParams();
   if (!els.model.value.trim()) errors.model = "choose or type a model";
@@ -784,7 +785,7 @@ async function send({ continueOnly = false } = {}) {
     if (error.fields && Object.keys(error.fields).length) showFieldErrors(error.fields);
     else showError(error.message);
   } finally {
-    els.send.disabled = !config.canRun;
+    updateButtons();
   }
 }
 
@@ -794,10 +795,22 @@ async function stopRuns() {
   await Promise.all(active.map((v) => api("POST", `/api/runs/${v.run.id}/stop/`).catch((e) => showError(e.message))));
 }
 
+// The server refuses a second run while one streams in the conversation (409): say so on Send.
+const STILL_ANSWERING = "This conversation is still answering; stop it or wait.";
+
+function isStreaming() {
+  return [...state.runs.values()].some((v) => ACTIVE.has(v.run.status));
+}
+
 function updateButtons() {
-  const streaming = [...state.runs.values()].some((v) => ACTIVE.has(v.run.status));
+  const streaming = isStreaming();
   els.stop.disabled = !streaming || !config.canRun;
-  els.send.disabled = !config.canRun;
+  els.send.disabled = !config.canRun || streaming;
+  const reason = $("send-reason");
+  reason.textContent = streaming && config.canRun ? STILL_ANSWERING : "";
+  reason.hidden = !reason.textContent;
+  if (reason.textContent) els.send.title = reason.textContent;
+  else els.send.removeAttribute("title");
 }
 
 // ------------------------------------------------------------------ conversations
