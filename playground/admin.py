@@ -94,6 +94,9 @@ class ConversationAdmin(admin.ModelAdmin):
     inlines = [MessageInline]
 
 
+REQUEST_STORED_AS = {"request_template", "request_messages_at", "request_texts"}
+
+
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
     """The usage ledger: filter by user, model, provider, status and day; totals below."""
@@ -116,7 +119,11 @@ class RunAdmin(admin.ModelAdmin):
     list_filter = ["status", "usage_estimated", "provider_name", "model", "user", "submitted_at"]
     date_hierarchy = "submitted_at"
     search_fields = ["model", "provider_name", "user__username", "error_message"]
-    readonly_fields = [f.name for f in Run._meta.fields]
+    # The body as sent, rebuilt, in place of the parts it is stored as.
+    readonly_fields = [
+        *(f.name for f in Run._meta.fields if f.name not in REQUEST_STORED_AS),
+        "request_text",
+    ]
     change_list_template = "admin/playground/run/change_list.html"
 
     def has_add_permission(self, request):

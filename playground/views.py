@@ -20,7 +20,7 @@ from playground.keys import KeyDecryptError
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace, insert, update_of
 from playground.snippets import ImportError_, code_for, parse_request
 from playground.tokens import content_text
-from playground.upstream import UpstreamError, build_headers, list_models, masked_headers, wire_json
+from playground.upstream import UpstreamError, build_headers, list_models, masked_headers
 
 
 class Forbidden(Exception):
@@ -361,7 +361,6 @@ def create_run(user, conv: Conversation, provider: Provider, data: dict, target:
         provider_name=provider.name,
         model=data["model"],
         request_body=body,
-        request_text=wire_json(body),
         request_headers=headers,
         param_notes=notes,
         position=position,
