@@ -87,7 +87,10 @@ BACKLOG_CHECK_SECONDS = 0.1  # at most this often per connection: the frames bet
 def too_far_behind(self: WebSocketProtocol) -> bool:
     """Whether the client has left more than the bound unread for the allowed time."""
     now = time.monotonic()
-    if now - getattr(self, "backlog_checked", -BACKLOG_CHECK_SECONDS) < BACKLOG_CHECK_SECONDS:
+    checked = getattr(self, "backlog_checked", -BACKLOG_CHECK_SECONDS)
+    if now - checked < BACKLOG_CHECK_SECONDS:
+        # The frames sent meanwhile are measured then, even if no other frame follows.
+        recheck_later(self, checked + BACKLOG_CHECK_SECONDS - now)
         return False
     self.backlog_checked = now
     waiting = backlog(self.transport)
@@ -110,12 +113,12 @@ def too_far_behind(self: WebSocketProtocol) -> bool:
 
 
 def recheck_later(self: WebSocketProtocol, seconds: float) -> None:
-    """Check the connection's backlog again in `seconds` (at least the check interval),
-    whether or not a frame is sent meanwhile; one timer per connection at a time."""
+    """Check the connection's backlog again in `seconds`, whether or not a frame is sent
+    meanwhile; one timer per connection at a time."""
     reactor = getattr(self.transport, "reactor", None)  # a TCP connection's: Daphne's reactor
     if getattr(self, "backlog_timer", None) is not None or reactor is None:
         return
-    self.backlog_timer = reactor.callLater(max(seconds, BACKLOG_CHECK_SECONDS), recheck, self)
+    self.backlog_timer = reactor.callLater(max(seconds, 0), recheck, self)
 
 
 def recheck(self: WebSocketProtocol) -> None:
