@@ -94,6 +94,9 @@ class ConversationAdmin(admin.ModelAdmin):
     inlines = [MessageInline]
 
 
+REQUEST_STORED_AS = {"request_template", "request_messages_at", "request_texts"}
+
+
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
     """The usage ledger: filter by user, model, provider, status and day; totals below."""
@@ -125,7 +128,11 @@ class RunAdmin(admin.ModelAdmin):
     ]
     date_hierarchy = "submitted_at"
     search_fields = ["model", "provider_name", "username", "conversation_title", "error_message"]
-    readonly_fields = [f.name for f in Run._meta.fields]
+    # The body as sent, rebuilt, in place of the parts it is stored as.
+    readonly_fields = [
+        *(f.name for f in Run._meta.fields if f.name not in REQUEST_STORED_AS),
+        "request_text",
+    ]
     change_list_template = "admin/playground/run/change_list.html"
 
     def has_add_permission(self, request):

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +14,7 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from playground import keys, netguard
+from playground.upstream import wire_json
 
 DEMO_PROVIDER_NAME = "Demo"
 DEMO_MODELS = ("demo-echo", "demo-lorem")
@@ -155,6 +158,8 @@ def update_of(instance: models.Model, names: list[str]) -> tuple[str, list]:
 def insert(instance: models.Model) -> models.Model:
     """`instance.save()` for a new row without signals, as one INSERT whose text is
     built once per model (see `sql_for`); the instance gets its id."""
+    if isinstance(instance, Run):
+        instance.store_request_texts()  # as Run.save() does
     model, connection = type(instance), connections[DEFAULT_DB_ALIAS]
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
@@ -386,9 +391,11 @@ class Run(models.Model):
     model = models.CharField(max_length=255)  # forms.MODEL_MAX
     # The body exactly as sent (it never holds the key) and the headers with the key masked.
     base_url = models.CharField(max_length=500, blank=True)
-    request_body = models.JSONField(default=dict)
-    # The same body as the exact text sent: PostgreSQL's jsonb does not keep key order.
-    request_text = models.TextField(blank=True)
+    # The text sent with its "messages" array cut out at `request_messages_at` (None: no
+    # array was cut out), and the MessageText ids of that array's items in order.
+    request_template = models.TextField(blank=True)
+    request_messages_at = models.PositiveIntegerField(null=True, blank=True)
+    request_texts = models.JSONField(default=list, blank=True)
     request_headers = models.JSONField(default=dict)
     response_headers = models.JSONField(default=dict, blank=True)
     # Set but not sent, and sent but known to be ignored or rejected (capability profile).
@@ -443,6 +450,10 @@ class Run(models.Model):
     def __str__(self) -> str:
         return f"run {self.id} {self.model} {self.status}"
 
+    def save(self, *args, **kwargs) -> None:
+        self.store_request_texts()
+        super().save(*args, **kwargs)
+
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
@@ -482,9 +493,61 @@ class Run(models.Model):
             "estimated": self.usage_estimated,
         }
 
+    def load_request(self) -> str:
+        """Read the message texts of `request_text` now (one query), e.g. before async code
+        reads the body; the text sent."""
+        return self.request_text
+
+    @property
+    def request_text(self) -> str:
+        """The request body's text exactly as sent ("" when none was). Rebuilt from the
+        template and the message texts: one query the first time, none for a run built in
+        this process."""
+        text = getattr(self, "_request_text", None)
+        if text is None:
+            by_id = texts_by_id(self.request_texts)
+            pieces = [by_id[i] for i in self.request_texts]
+            at = self.request_messages_at
+            text = self._request_text = rebuild_request(self.request_template, at, pieces)
+        return text
+
+    @request_text.setter
+    def request_text(self, text: str) -> None:
+        """Store `text` as sent; `store_request_texts()` (or `save()`) then stores its
+        message texts and sets `request_texts`."""
+        self._set_request(text, None)
+
+    @property
+    def request_body(self) -> dict:
+        """The request body, its keys in the order they were sent."""
+        body = getattr(self, "_request_body", None)
+        if body is None:
+            body = self._request_body = json.loads(self.request_text) if self.request_text else {}
+        return body
+
+    @request_body.setter
+    def request_body(self, body: dict) -> None:
+        self._set_request(wire_json(body), body)
+
+    def _set_request(self, text: str, body: dict | None) -> None:
+        self.request_template, self.request_messages_at, self._pending_texts = split_request(text, body)
+        self._request_text, self._request_body = text, body
+
     def sent_body(self) -> dict:
-        """The request body in the order its keys were sent."""
-        return json.loads(self.request_text) if self.request_text else self.request_body
+        return self.request_body
+
+    def request_params(self) -> dict:
+        """The request body without its messages (an empty array in their place): no query."""
+        if not self.request_template:
+            return {}
+        return json.loads(rebuild_request(self.request_template, self.request_messages_at, []))
+
+    def store_request_texts(self) -> None:
+        """Store the texts of the messages set by `request_text`/`request_body` (each once,
+        shared with every run that sends it) and name them in `request_texts`."""
+        pending, self._pending_texts = getattr(self, "_pending_texts", None), None
+        if pending is not None:
+            self.request_texts = MessageText.ids_for(pending)
 
     def to_dict(self) -> dict:
         return {
@@ -507,6 +570,72 @@ class Run(models.Model):
             "checks": None if self.is_active else self.checks,
             "submitted_at": self.submitted_at.isoformat(),
         }
+
+
+class MessageText(models.Model):
+    """The wire text of one message as a run sent it (its JSON), stored once for every run
+    that sends it: a conversation's next turn sends its whole history again. Shared by
+    content hash; runs (the ledger) outlive their conversation, so the texts do too."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    text = models.TextField()
+
+    def __str__(self) -> str:
+        return f"message text {self.sha256[:12]}"
+
+    @classmethod
+    def ids_for(cls, texts: list[str]) -> list[int]:
+        """The ids of `texts`, in order, storing those not yet stored: one SELECT, and one
+        INSERT when some are new (a text another run stores meanwhile is not repeated)."""
+        if not texts:
+            return []
+        digests = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+        unique = dict(zip(digests, texts, strict=True))
+        ids = dict(cls.objects.filter(sha256__in=list(unique)).values_list("sha256", "id"))
+        new = [cls(sha256=d, text=t) for d, t in unique.items() if d not in ids]
+        if new:
+            # On a conflict the row is named again, so its id comes back.
+            cls.objects.bulk_create(
+                new, update_conflicts=True, unique_fields=["sha256"], update_fields=["text"]
+            )
+            ids.update((m.sha256, m.id) for m in new)
+            if None in ids.values():  # a database that does not return them
+                ids.update(cls.objects.filter(sha256__in=list(unique)).values_list("sha256", "id"))
+        return [ids[d] for d in digests]
+
+
+def texts_by_id(ids: list[int]) -> dict[int, str]:
+    return dict(MessageText.objects.filter(id__in=set(ids)).values_list("id", "text")) if ids else {}
+
+
+def split_request(text: str, body: dict | None = None) -> tuple[str, int | None, list[str]]:
+    """(template, where the messages array goes, the wire text of each message) of a
+    request's text (`body`: its parsed form, when the caller has it); the whole text as
+    the template when its messages cannot be cut out so that `rebuild_request` gives
+    back the same characters."""
+    if body is None:
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            body = None
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return text, None, []
+    marker = json.dumps(f"messages-{uuid.uuid4().hex}")
+    framed = wire_json({**body, "messages": json.loads(marker)})
+    at = framed.index(marker)
+    template = framed[:at] + framed[at + len(marker) :]
+    pieces = [wire_json(m) for m in messages]
+    if rebuild_request(template, at, pieces) != text:
+        return text, None, []
+    return template, at, pieces
+
+
+def rebuild_request(template: str, at: int | None, pieces: list[str]) -> str:
+    """The request text from its template and its messages' wire texts in order."""
+    if at is None:
+        return template
+    return template[:at] + "[" + ", ".join(pieces) + "]" + template[at:]
 
 
 def new_demo_key() -> str:

@@ -431,7 +431,7 @@ class RunHandle:
             run.raw_frames, run.frames_dropped = stream.frames, stream.frames_dropped
         if error is not None:
             run.error_kind, run.error_message = error.kind, error.message
-        record_usage(run, self.acc)
+        record_usage(run, self.acc, reached=bool(stream and stream.reached))
         run.cost_usd = cost_of(
             run.provider.prices if run.provider else {},
             run.model,
@@ -477,8 +477,14 @@ def done_event(run: Run, messages: list[Message]) -> dict:
     }
 
 
-def record_usage(run: Run, acc: Accumulator) -> None:
-    """Usage as reported by the relay, else an estimate flagged as estimated."""
+def record_usage(run: Run, acc: Accumulator, reached: bool = True) -> None:
+    """Usage as reported by the relay, else an estimate flagged as estimated; none at all
+    (no tokens, hence no cost) when the request never `reached` the relay."""
+    if not reached:
+        run.prompt_tokens = run.completion_tokens = run.total_tokens = None
+        run.reasoning_tokens = run.cached_tokens = None
+        run.usage_estimated = False
+        return
     reported = acc.usage
     if reported and reported.completion_tokens is not None:
         run.prompt_tokens = reported.prompt_tokens

@@ -155,6 +155,8 @@ class CancelToken:
         self.frames: list[list] = []
         self.frames_bytes = 0
         self.frames_dropped = 0
+        # True once a connection to the relay was open: the request then goes out on it.
+        self.connected = False
 
     @property
     def cancelled(self) -> bool:
@@ -163,6 +165,7 @@ class CancelToken:
     def attach(self, sock: socket.socket | None) -> None:
         with self._lock:
             self._sock = sock
+            self.connected = self.connected or sock is not None
             if self._event.is_set():
                 self._shutdown()
 
@@ -472,6 +475,13 @@ class ChatStream:
     @property
     def url(self) -> str:
         return chat_url(self.base_url)
+
+    @property
+    def reached(self) -> bool:
+        """Whether the request reached the relay: a connection to it was made (the request
+        is sent on it). False when it was refused, its name did not resolve, or the request
+        was stopped before any connection."""
+        return self.status is not None or self.cancel.connected
 
     def __iter__(self) -> Iterator[dict]:
         self.open()

@@ -32,7 +32,7 @@ from playground.keys import KeyDecryptError
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace, insert, update_of
 from playground.snippets import ImportError_, code_for, parse_request
 from playground.tokens import content_text
-from playground.upstream import UpstreamError, build_headers, list_models, masked_headers, wire_json
+from playground.upstream import UpstreamError, build_headers, list_models, masked_headers
 
 
 class Refused(Exception):
@@ -458,7 +458,6 @@ def create_run(
         provider_name=provider.name,
         model=data["model"],
         request_body=body,
-        request_text=wire_json(body),
         request_headers=headers,
         param_notes=notes,
         position=position,

@@ -28,10 +28,13 @@ bounded queue never fills for it and its backlog grows in this process's memory
 is dropped when, each time it was checked for `settings.WS_BACKLOG_SECONDS` (as a
 frame is sent, at most ten times a second), more than `settings.WS_BACKLOG_BYTES`
 of earlier frames were not yet acknowledged by the client (in Twisted's buffer and
-the kernel's send queue): the browser reconnects and resumes from a snapshot, as
-for a client the channel layer closed (4008). The time is what lets a client that
-reads slowly take a snapshot larger than the bound (a long answer with logprobs)
-without being dropped for it, and again on reconnect.
+the kernel's send queue); a connection found over the bound is checked again on a
+reactor timer until it is back under it or dropped, so a client that stops reading
+after a burst, with no frame after it, does not keep its backlog. The browser
+reconnects and resumes from a snapshot, as for a client the channel layer closed
+(4008). The time is what lets a client that reads slowly take a snapshot larger
+than the bound (a long answer with logprobs) without being dropped for it, and again
+on reconnect.
 """
 
 from __future__ import annotations
@@ -84,7 +87,10 @@ BACKLOG_CHECK_SECONDS = 0.1  # at most this often per connection: the frames bet
 def too_far_behind(self: WebSocketProtocol) -> bool:
     """Whether the client has left more than the bound unread for the allowed time."""
     now = time.monotonic()
-    if now - getattr(self, "backlog_checked", -BACKLOG_CHECK_SECONDS) < BACKLOG_CHECK_SECONDS:
+    checked = getattr(self, "backlog_checked", -BACKLOG_CHECK_SECONDS)
+    if now - checked < BACKLOG_CHECK_SECONDS:
+        # The frames sent meanwhile are measured then, even if no other frame follows.
+        recheck_later(self, checked + BACKLOG_CHECK_SECONDS - now)
         return False
     self.backlog_checked = now
     waiting = backlog(self.transport)
@@ -94,6 +100,7 @@ def too_far_behind(self: WebSocketProtocol) -> bool:
     since = getattr(self, "behind_since", None) or now
     self.behind_since = since
     if now - since < settings.WS_BACKLOG_SECONDS:
+        recheck_later(self, since + settings.WS_BACKLOG_SECONDS - now)
         return False
     logger.warning(
         "Dropped websocket %s: over PLAYGROUND_WS_BACKLOG_BYTES unread for %.1f s (%d bytes now); "
@@ -105,10 +112,28 @@ def too_far_behind(self: WebSocketProtocol) -> bool:
     return True
 
 
-def server_send(self: WebSocketProtocol, content, binary: bool = False) -> None:
+def recheck_later(self: WebSocketProtocol, seconds: float) -> None:
+    """Check the connection's backlog again in `seconds`, whether or not a frame is sent
+    meanwhile; one timer per connection at a time."""
+    reactor = getattr(self.transport, "reactor", None)  # a TCP connection's: Daphne's reactor
+    if getattr(self, "backlog_timer", None) is not None or reactor is None:
+        return
+    self.backlog_timer = reactor.callLater(max(seconds, 0), recheck, self)
+
+
+def recheck(self: WebSocketProtocol) -> None:
+    self.backlog_timer = None
+    drop_if_behind(self)
+
+
+def drop_if_behind(self: WebSocketProtocol) -> None:
     if self.state == self.STATE_OPEN and too_far_behind(self):
         self.wasNotCleanReason = "client too far behind"  # autobahn logs it too
         self.dropConnection(abort=True)
+
+
+def server_send(self: WebSocketProtocol, content, binary: bool = False) -> None:
+    drop_if_behind(self)
     if self.state == self.STATE_CLOSED:
         return  # dropped (above, or by autobahn) before Daphne heard: as Daphne does after
     if binary or self.state != self.STATE_OPEN:

@@ -38,6 +38,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: dict | None
+    raw: bytes = b""  # the body's bytes as received
 
 
 def chunk(
@@ -220,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         fake = self.server.fake
-        self.received = Received(self.command, self.path, dict(self.headers), body)
+        self.received = Received(self.command, self.path, dict(self.headers), body, raw)
         fake.requests.append(self.received)
         self.mode = "length"
         handler = fake.next_handler(self)

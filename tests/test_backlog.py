@@ -100,3 +100,31 @@ async def test_a_browser_that_stops_reading_is_dropped_and_resumes_from_a_snapsh
     await again.close()
     await reader.close()
     assert "Traceback" not in server.output()  # e.g. the final event over Daphne's size limit
+
+
+async def test_a_client_that_stops_reading_after_a_burst_is_dropped_with_no_frame_after_it(server):
+    """The backlog check runs on a timer too: once the burst is over nothing more is sent to
+    the stalled client, and it is still dropped within the allowed time."""
+    client = Client(server.url)
+    conversation = client.new_conversation()
+    reader = await connect(client, conversation)
+    assert await next_event(reader) == {"type": "sync", "active": []}
+    stalled = stalled_websocket(client, conversation)
+    await asyncio.sleep(0.3)  # its consumer joins the conversation's group
+    before = server.output().count("Dropped websocket")
+    # A short burst, several times the bound, sent in well under the allowed second.
+    response = client.submit(
+        conversation, client.demo_provider(), "go", stream=True, max_tokens=20_000,
+        extra_body={"tokens_per_second": 1_000_000},
+    )  # fmt: skip
+    assert response.status_code == 201
+    await until(reader, "run.done")  # the last frame for this conversation
+    assert server.output().count("Dropped websocket") == before
+
+    deadline = time.monotonic() + 10
+    while server.output().count("Dropped websocket") == before:
+        assert time.monotonic() < deadline, server.output()[-2000:]
+        await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(how_it_ends, stalled) in ("reset", "closed")
+    stalled.close()
+    await reader.close()

@@ -5,7 +5,6 @@ it receives), and provider base URLs are refused at link-local and metadata addr
 and at the playground's own, when saved and again when connecting.
 """
 
-import importlib
 import io
 import json
 import os
@@ -17,9 +16,7 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.apps import apps
 from django.core.management import CommandError, call_command
-from django.db import connection
 from django.test import Client
 
 from playground import netguard, relay
@@ -98,6 +95,7 @@ def stored_run(alice, conversation, provider, schema: dict) -> tuple[Run, relay.
         position=1,
     )
     run = Run.objects.select_related("conversation", "user", "provider").get(id=run.id)
+    run.load_request()  # the relay reads it on the loop, where queries cannot run
     return run, relay.Target(provider.base_url, CANARY_KEY)
 
 
@@ -128,26 +126,6 @@ async def test_a_schema_ref_fetches_nothing_and_the_run_ends_with_a_verdict(
             assert status == 200
             assert detail["checks"] == done["checks"]
     await ws.disconnect()
-    assert elsewhere.requests == []
-
-
-def test_runs_that_ended_before_verdicts_were_stored_get_theirs_from_the_migration(
-    alice, conversation, provider, elsewhere
-):
-    runs = []
-    for schema in (remote(elsewhere), MISSING, {"type": "object", "required": ["b"]}):
-        run, _ = stored_run(alice, conversation, provider, schema)
-        run.status, run.output = Run.Status.COMPLETED, [{"index": 0, "content": '{"a": 1}'}]
-        run.save()
-        runs.append(run)
-    migration = importlib.import_module("playground.migrations.0009_run_checks")
-    with connection.schema_editor() as editor:
-        migration.compute_checks(apps, editor)
-    verdicts = [Run.objects.get(id=r.id).checks[0] for r in runs]
-    assert [v["valid"] for v in verdicts] == [False, False, False]
-    assert "which is not in the schema" in verdicts[0]["errors"][0]
-    assert "which is not in the schema" in verdicts[1]["errors"][0]
-    assert verdicts[2]["errors"] == ["$: 'b' is a required property"]
     assert elsewhere.requests == []
 
 

@@ -41,12 +41,15 @@ def test_issue15_1_a_500_in_the_submit_path_shows_no_secret_on_the_debug_page_or
     settings, alice, workspace, provider, monkeypatch, caplog
 ):
     settings.DEBUG = True
+    # Under /api/ the answer is JSON (playground.api_errors); without that middleware it is
+    # Django's technical page, frames and settings shown, as every other path gets it.
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if not m.endswith("ApiErrorsMiddleware")]
     settings.REDIS_URL = f"redis://:{REDIS_PASSWORD}@127.0.0.1:6379/1"
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": CACHE_LOCATION}
     }
 
-    def create_run_at_fault(user, conv, provider, data, target):
+    def create_run_at_fault(user, conv, provider, data, target, *rest):
         """A fault where the frames hold the key: the Secret, its revealed text, a header dict."""
         sent_headers = build_headers(target.api_key, target.headers, stream=True)
         plain = target.api_key.reveal()

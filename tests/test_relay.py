@@ -68,6 +68,7 @@ async def wait_for(run_id: int) -> Run:
     for _ in range(200):
         run = await Run.objects.aget(id=run_id)
         if not run.is_active:
+            await sync_to_async(run.load_request)()  # its body as sent, read here in async code
             return run
         await asyncio.sleep(0.05)
     raise AssertionError("the run did not finish")
@@ -218,7 +219,7 @@ async def test_the_run_is_stored_with_its_timings_and_body(alice_cookie, convers
     ws = await watch(alice_cookie, conversation)
     _, data = await submit(alice_cookie, conversation, provider, "Hello", temperature=0.5)
     await receive_until(ws, "run.done")
-    run = await Run.objects.aget(id=data["run"]["id"])
+    run = await wait_for(data["run"]["id"])
     assert run.request_body == fake_relay.requests[-1].body
     assert run.request_body["stream_options"] == {"include_usage": True}
     assert run.request_body["temperature"] == 0.5

@@ -166,7 +166,8 @@ def test_an_unreachable_model_list_says_why(as_alice, workspace):
 def test_a_submission_reads_the_conversation_and_its_messages_once(alice, conversation, provider):
     """Each query is a wait for the GIL while the loop relays other answers: the checks and
     the new turn take ten (three lock the workspace and the user and count their active runs
-    for the caps), and the history sent upstream is the stored one plus the turn."""
+    for the caps), the texts of the messages sent two (those already stored, then the new
+    ones), and the history sent upstream is the stored one plus the turn."""
     Message.objects.create(conversation=conversation, position=1, role="user", content="earlier")
     Message.objects.create(conversation=conversation, position=2, role="assistant", content="reply")
     body = {"provider": provider.id, "model": "m", "message": "now", "system": "Be brief.", "params": {}}
@@ -177,7 +178,7 @@ def test_a_submission_reads_the_conversation_and_its_messages_once(alice, conver
         )
     slot.release()
     statements = [q["sql"].split()[0] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert statements == [*["SELECT"] * 6, "INSERT", "INSERT", "INSERT", "UPDATE"]
+    assert statements == [*["SELECT"] * 6, "INSERT", "INSERT", "SELECT", "INSERT", "INSERT", "UPDATE"]
     assert [(m["role"], m["content"], m["position"]) for m in messages] == [
         ("system", "Be brief.", 0),
         ("user", "now", 3),

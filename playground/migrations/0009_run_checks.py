@@ -31,7 +31,7 @@ def compute_checks(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('playground', '0007_run_request_text'),
+        ('playground', '0008_input_limits'),
     ]
 
     operations = [

@@ -27,7 +27,7 @@ def fill_names(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('playground', '0007_run_request_text'),
+        ('playground', '0009_run_checks'),
     ]
 
     operations = [
