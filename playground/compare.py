@@ -12,7 +12,7 @@ from django.shortcuts import render
 
 from playground.forms import PARAMETERS
 from playground.models import Workspace
-from playground.views import current_workspace, membership_for
+from playground.views import NoWorkspace, current_workspace, membership_for, no_workspace
 
 MAX_COLUMNS = 4
 # The parameters every column shows (the extra body box takes anything else): name, step.
@@ -22,7 +22,10 @@ COLUMN_PARAMETERS = [("temperature", "0.1"), ("top_p", "0.05"), ("max_tokens", "
 @login_required
 def page(request: HttpRequest) -> HttpResponse:
     # Only the user's own workspaces: a `?workspace=` they are not in falls back to theirs.
-    workspace = current_workspace(request)
+    try:
+        workspace = current_workspace(request)
+    except NoWorkspace:
+        return no_workspace(request)
     config = {
         "workspace": workspace.id,
         "user": request.user.get_username(),

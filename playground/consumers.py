@@ -15,18 +15,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from playground import relay
 from playground.models import Conversation, Membership, Run
+from playground.signals import user_group
+
+log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_BAD_FRAME = 4400
 CLOSE_BEHIND = 4008
 SNAPSHOT_TIMEOUT = 2.0
 
@@ -48,7 +54,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send
-        lock = asyncio.Lock()
+        lock = self.dispatch_lock = asyncio.Lock()
 
         async def pump(source) -> None:
             while True:
@@ -81,8 +87,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.conversation_id = conversation_id
+        self.user_id = user.pk
         self.seqs: dict[int, int] = {}
         self.waiting: dict[int, list[dict]] = {}
+        # Access taken away reaches this socket (playground.signals), and a timer checks too.
+        self.user_group = user_group(user.pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        self.recheck = asyncio.ensure_future(self.recheck_every(settings.WS_RECHECK_SECONDS))
         # Join before reading state: every event after the snapshot then reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)
         await relay.process.ensure_started()
@@ -109,12 +120,55 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.close(close)
 
     async def disconnect(self, code: int) -> None:
+        if recheck := getattr(self, "recheck", None):
+            recheck.cancel()
+        if getattr(self, "user_group", None):
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def receive_json(self, content, **kwargs) -> None:
-        if content.get("type") == "ping":
-            await self.send_json({"type": "pong"})
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        """The browser sends only `{"type": "ping"}`: anything else closes with 4400 and
+        one warning line."""
+        try:
+            content = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            content = None
+        if not isinstance(content, dict) or content.get("type") != "ping":
+            shown = (text_data if text_data is not None else repr(bytes_data))[:80]
+            log.warning("websocket frame refused (closed with %s): %r", CLOSE_BAD_FRAME, shown)
+            await self.close(code=CLOSE_BAD_FRAME)
+            return
+        await self.send_json({"type": "pong"})
+
+    # -- access, checked again
+
+    @database_sync_to_async
+    def still_allowed(self) -> bool:
+        return Membership.objects.filter(
+            user_id=self.user_id, user__is_active=True, workspace__conversations__id=self.conversation_id
+        ).exists()
+
+    async def check_access(self) -> bool:
+        """Close with 4403 once the user may no longer see the conversation."""
+        if await self.still_allowed():
+            return True
+        await self.close(code=CLOSE_FORBIDDEN)
+        return False
+
+    async def recheck_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            async with self.dispatch_lock:
+                if not await self.check_access():
+                    return
+
+    async def access_changed(self, event: dict) -> None:
+        await self.check_access()
+
+    async def user_logged_out(self, event: dict) -> None:
+        if event.get("session") in (None, self.scope.get("session") and self.scope["session"].session_key):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
 
     @database_sync_to_async
     def group_for(self, user, conversation_id: int) -> str | None:
@@ -201,6 +255,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     # -- live events, named after their type
 
     async def run_started(self, event: dict) -> None:
+        if not await self.check_access():
+            return
         self.seqs.setdefault(event["run"]["id"], 0)
         await self.send_json(event)
 

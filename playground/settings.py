@@ -119,6 +119,9 @@ CHANNEL_CAPACITY = envint("PLAYGROUND_CHANNEL_CAPACITY", 200)
 # reading) is dropped, and resyncs the same way (playground.ws_frames).
 WS_BACKLOG_BYTES = envint("PLAYGROUND_WS_BACKLOG_BYTES", 4 * 1024 * 1024)
 WS_BACKLOG_SECONDS = envfloat("PLAYGROUND_WS_BACKLOG_SECONDS", 15)
+# How often an open conversation socket checks again that its user may still see the
+# conversation (also when a run starts in it, and at once on a membership change).
+WS_RECHECK_SECONDS = envfloat("PLAYGROUND_WS_RECHECK_SECONDS", 30)
 # Every request reads its session: from the cache, written through to the database.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 # With REDIS_URL, Redis carries the channel layer and the cache, shared by every process

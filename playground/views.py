@@ -127,13 +127,21 @@ def may_manage(user, conversation: Conversation) -> bool:
     )
 
 
+class NoWorkspace(Http404):
+    """The user is in no workspace: pages say so (`no_workspace`), the API answers 404."""
+
+
+def no_workspace(request: HttpRequest) -> HttpResponse:
+    return render(request, "playground/no_workspace.html")
+
+
 def current_workspace(request: HttpRequest) -> Workspace:
     memberships = Membership.objects.filter(user=request.user).select_related("workspace")
     wanted = request.GET.get("workspace") or request.session.get("workspace")
     chosen = next((m for m in memberships if str(m.workspace_id) == str(wanted)), None)
     chosen = chosen or memberships.order_by("id").first()
     if chosen is None:
-        raise Http404("You are not a member of any workspace; ask an admin to add you.")
+        raise NoWorkspace("You are not a member of any workspace; ask an admin to add you.")
     if request.session.get("workspace") != chosen.workspace_id:  # else no session write
         request.session["workspace"] = chosen.workspace_id
     return chosen.workspace
@@ -144,7 +152,10 @@ def current_workspace(request: HttpRequest) -> Workspace:
 
 @login_required
 def index(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
-    workspace = current_workspace(request)
+    try:
+        workspace = current_workspace(request)
+    except NoWorkspace:
+        return no_workspace(request)
     if conversation_id is not None:
         conversation = conversation_for(request.user, conversation_id)
         if conversation.workspace_id != workspace.id:

@@ -51,14 +51,16 @@ def workspace(db):
 def alice(workspace):
     """An owner of the Acme workspace."""
     user = User.objects.create_user("alice", password="alice-password")
-    Membership.objects.filter(user=user).update(role=Membership.Role.OWNER)
+    Membership.objects.create(workspace=workspace, user=user, role=Membership.Role.OWNER)
     return user
 
 
 @pytest.fixture
 def bob(workspace):
     """A member of the Acme workspace."""
-    return User.objects.create_user("bob", password="bob-password")
+    user = User.objects.create_user("bob", password="bob-password")
+    Membership.objects.create(workspace=workspace, user=user)
+    return user
 
 
 @pytest.fixture
@@ -74,7 +76,6 @@ def charlie(db, workspace):
     """Someone in another workspace only."""
     other = Workspace.objects.create(name="Other", slug="other")
     user = User.objects.create_user("charlie", password="charlie-password")
-    Membership.objects.filter(user=user).delete()
     Membership.objects.create(workspace=other, user=user)
     return user
 

@@ -61,9 +61,9 @@ def test_bootstrap_gives_users_made_before_it_a_workspace(monkeypatch):
     assert not Membership.objects.filter(user=dora).exists()
 
 
-def test_new_users_join_the_first_workspace(workspace):
+def test_issue15_3_new_users_join_no_workspace_until_they_are_added(workspace):
     user = User.objects.create_user("dora")
-    assert Membership.objects.get(user=user).workspace == workspace
+    assert not Membership.objects.filter(user=user).exists()
 
 
 def test_addprovider_reads_the_key_from_the_environment(workspace, monkeypatch):

@@ -11,7 +11,7 @@ from django.test import Client
 from playwright.sync_api import Locator, Page, expect
 
 from playground import keys
-from playground.models import Membership, Workspace
+from playground.models import Membership
 from tests.conftest import CANARY_KEY
 from tests.servers import AppServer, app_database, manage
 from tests.test_browser import browser, open_page, server  # noqa: F401 - fixtures
@@ -99,12 +99,15 @@ def test_viewers_see_compare_but_cannot_run(bob, workspace):
     assert "Viewers can look but not run comparisons." in response.content.decode()
 
 
-def test_compare_is_not_found_without_a_workspace(db):
-    Workspace.objects.all().delete()
+def test_issue15_3_a_user_in_no_workspace_sees_a_page_that_says_so(workspace):
     user = User.objects.create_user("dora", password="dora-password")
     client = Client()
     client.force_login(user)
-    assert client.get("/compare/").status_code == 404
+    for path in ("/", "/compare/"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert "You are not in any workspace yet" in response.content.decode()
+    assert client.get("/api/conversations/").status_code == 404
 
 
 # ---------------------------------------------------------------------------- in the browser

@@ -13,7 +13,7 @@ import requests
 import websockets
 
 from tests.events import delta_count, text_of
-from tests.servers import AppServer, Client, app_database
+from tests.servers import AppServer, Client, app_database, manage
 
 pytestmark = pytest.mark.scaleout
 
@@ -112,6 +112,55 @@ def test_a_log_out_in_one_process_holds_in_the_other(cluster):
     assert logout.status_code == 302
     assert client.get("/api/conversations/").status_code == 401
     assert elsewhere.get(f"{second.url}/api/conversations/").status_code == 401
+
+
+async def closed_with(ws, timeout: float = 15) -> int:
+    """The close code of the socket, skipping the frames sent before it."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code
+
+
+ADD_ERIN = """
+from django.contrib.auth.models import User
+from playground.models import Membership, Workspace
+user, _ = User.objects.get_or_create(username="erin")
+user.set_password("erin-password-123")
+user.save()
+Membership.objects.get_or_create(user=user, workspace=Workspace.objects.get(slug="default"))
+"""
+
+
+async def test_issue15_3_access_taken_away_reaches_sockets_in_every_process(cluster):
+    """A log out through one process closes that session's socket on the other (4401); a
+    membership removed by a third process (a shell) closes the user's sockets (4403)."""
+    first, second = cluster
+    admin = Client(first.url)
+    conversation = admin.new_conversation()
+    ws = await connect(Client(second.url), conversation)  # its own session
+    logged_out = await connect(admin, conversation)
+    assert (await next_event(ws))["type"] == "sync"
+    assert (await next_event(logged_out))["type"] == "sync"
+    admin.session.post(f"{second.url}/accounts/logout/", headers=admin.headers, allow_redirects=False)
+    assert await closed_with(logged_out) == 4401
+
+    manage(first.env, "shell", "-c", ADD_ERIN)
+    erin = Client(second.url, "erin", "erin-password-123")
+    owner = Client(first.url)
+    shared = owner.new_conversation()
+    erin_ws = await connect(erin, shared)
+    assert (await next_event(erin_ws))["type"] == "sync"
+    manage(
+        first.env,
+        "shell",
+        "-c",
+        "from playground.models import Membership; "
+        "[m.delete() for m in Membership.objects.filter(user__username='erin')]",
+    )
+    assert await closed_with(erin_ws) == 4403
+    await ws.close()
 
 
 async def test_a_run_is_stopped_through_the_other_process(cluster):
