@@ -1,0 +1,57 @@
+"""Issue 15 §3, access: the websocket Origin check (scheme, host and port)."""
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from playground.asgi import application
+from playground.models import Conversation
+from playground.origins import origin_allowed
+from tests.test_relay import session_cookie
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def conversation(alice, workspace):
+    return Conversation.objects.create(workspace=workspace, creator=alice)
+
+
+async def handshake(user, conversation, host: str, origin: str) -> bool:
+    """Whether a websocket on the conversation is accepted with these Host and Origin headers."""
+    cookie = await sync_to_async(session_cookie)(user)
+    headers = [(b"host", host.encode()), (b"origin", origin.encode()), (b"cookie", cookie.encode())]
+    ws = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
+    connected, _ = await ws.connect(timeout=5)
+    await ws.disconnect()
+    return connected
+
+
+async def test_issue15_3_origin_same_origin_is_accepted(alice, conversation):
+    assert await handshake(alice, conversation, "localhost:8000", "http://localhost:8000")
+
+
+async def test_issue15_3_origin_another_port_is_refused(alice, conversation):
+    assert not await handshake(alice, conversation, "localhost:8000", "http://localhost:9999")
+    assert not await handshake(alice, conversation, "localhost:8000", "https://localhost:8000")
+    assert not await handshake(alice, conversation, "localhost:8000", "http://localhost")
+
+
+async def test_issue15_3_origin_host_not_served_is_refused(alice, conversation):
+    """A Host outside ALLOWED_HOSTS is no origin of ours, even when the Origin matches it."""
+    assert not await handshake(alice, conversation, "evil.example:8000", "http://evil.example:8000")
+
+
+async def test_issue15_3_origin_trusted_origin_is_accepted(alice, conversation, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://playground.example.com"]
+    assert await handshake(alice, conversation, "localhost:8000", "https://playground.example.com")
+    assert not await handshake(alice, conversation, "localhost:8000", "https://playground.example.com:8443")
+
+
+def test_issue15_3_origin_scheme_follows_the_socket(settings):
+    """wss:// is served to https:// pages only, ws:// to http:// ones."""
+    scope = {"type": "websocket", "scheme": "wss", "headers": [(b"host", b"localhost"), (b"origin", b"")]}
+    scope["headers"][1] = (b"origin", b"https://localhost")
+    assert origin_allowed(scope)
+    scope["headers"][1] = (b"origin", b"http://localhost")
+    assert not origin_allowed(scope)
