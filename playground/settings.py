@@ -208,7 +208,10 @@ UPSTREAM_MAX_RETRY_WAIT = envfloat("PLAYGROUND_MAX_RETRY_WAIT", 20)
 # A PEM file of CA certificates to verify relays against instead of certifi's bundle.
 UPSTREAM_CA_BUNDLE = os.getenv("PLAYGROUND_CA_BUNDLE") or None
 
-# The built-in demo relay.
+# The built-in demo relay. Off (0): its routes answer 404.
+DEMO_ENABLED = envbool("PLAYGROUND_DEMO", "1")
+# The most tokens one Demo request may ask for, n × max_tokens.
+DEMO_MAX_TOKENS = envint("PLAYGROUND_DEMO_MAX_TOKENS", 32768)
 DEMO_TOKENS_PER_SECOND = envfloat("PLAYGROUND_DEMO_TOKENS_PER_SECOND", 40)
 # Where the Demo provider is reached. Unset: this server's own listening address.
 DEMO_BASE_URL = os.getenv("PLAYGROUND_DEMO_BASE_URL", "")
