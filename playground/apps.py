@@ -6,4 +6,4 @@ class PlaygroundConfig(AppConfig):
     verbose_name = "Playground"
 
     def ready(self) -> None:
-        from playground import signals  # noqa: F401
+        from playground import logins, signals  # noqa: F401

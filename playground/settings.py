@@ -160,6 +160,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
+# Login throttling (playground/logins.py): failures allowed per username and per client
+# address within the lockout window, and how long a lock lasts.
+LOGIN_FAILURES_PER_USER = envint("PLAYGROUND_LOGIN_FAILURES_PER_USER", 5)
+LOGIN_FAILURES_PER_ADDRESS = envint("PLAYGROUND_LOGIN_FAILURES_PER_ADDRESS", 20)
+LOGIN_LOCKOUT_SECONDS = envint("PLAYGROUND_LOGIN_LOCKOUT_SECONDS", 900)
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 

@@ -1,8 +1,9 @@
-"""Issue 15 §3, access: the websocket Origin check (scheme, host and port)."""
+"""Issue 15 §3, access: the websocket Origin check (scheme, host and port) and login throttling."""
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.test import Client
 
 from playground.asgi import application
 from playground.models import Conversation
@@ -55,3 +56,51 @@ def test_issue15_3_origin_scheme_follows_the_socket(settings):
     assert origin_allowed(scope)
     scope["headers"][1] = (b"origin", b"http://localhost")
     assert not origin_allowed(scope)
+
+
+# Login throttling: playground/logins.py.
+
+
+@pytest.fixture
+def empty_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def log_in(client, path: str, username: str, password: str):
+    return client.post(path, {"username": username, "password": password})
+
+
+@pytest.mark.parametrize("path", ["/accounts/login/", "/admin/login/"])
+def test_issue15_3_login_the_sixth_failure_for_a_username_is_refused(path, alice, bob, empty_cache, client):
+    bob.is_staff = True  # the admin site lets staff in
+    bob.save()
+    for _ in range(5):
+        assert log_in(client, path, "alice", "wrong").status_code == 200
+    refused = log_in(client, path, "alice", "wrong")
+    assert refused.status_code == 429
+    assert "Too many failed logins. Try again in 15 minutes." in refused.content.decode()
+    # The right password does not get through while the lock lasts...
+    assert log_in(client, path, "alice", "alice-password").status_code == 429
+    assert "_auth_user_id" not in client.session
+    # ...and another username is not affected.
+    assert log_in(client, path, "bob", "bob-password").status_code == 302
+
+
+def test_issue15_3_login_twenty_failures_from_an_address_lock_it(alice, bob, empty_cache, client, settings):
+    for i in range(20):
+        assert log_in(client, "/accounts/login/", f"nobody{i}", "wrong").status_code == 200
+    assert log_in(client, "/accounts/login/", "bob", "bob-password").status_code == 429
+    other = Client(REMOTE_ADDR="10.0.0.2")
+    assert log_in(other, "/accounts/login/", "bob", "bob-password").status_code == 302
+
+
+def test_issue15_3_login_success_clears_the_usernames_count(alice, empty_cache, client):
+    for _ in range(4):
+        log_in(client, "/accounts/login/", "alice", "wrong")
+    assert log_in(client, "/accounts/login/", "alice", "alice-password").status_code == 302
+    for _ in range(4):
+        assert log_in(Client(), "/accounts/login/", "alice", "wrong").status_code == 200
