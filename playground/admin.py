@@ -2,7 +2,11 @@ from django import forms
 from django.contrib import admin
 from django.db.models import Count, Sum
 
+from playground.logins import ThrottledAdminAuthenticationForm
 from playground.models import Conversation, Membership, Message, Preset, Provider, Run, Workspace
+
+# Failed admin logins count and lock like the site's own (playground/logins.py).
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 class MembershipInline(admin.TabularInline):

@@ -8,7 +8,7 @@ class PlaygroundConfig(AppConfig):
     def ready(self) -> None:
         from django.urls import register_converter
 
-        from playground import signals  # noqa: F401
+        from playground import logins, signals  # noqa: F401
         from playground.forms import IdConverter
 
         register_converter(IdConverter, "id")  # before any URL pattern names it

@@ -14,10 +14,10 @@ from playground.middleware import ASGIHandler, websocket_auth_stack  # noqa: E40
 django_asgi_app = ASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from playground import eager_write, netguard, relay, ws_frames  # noqa: E402
+from playground.origins import SameOriginValidator  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
 
 # The server process's I/O: see playground/eager_write.py, ws_frames.py and settings.GIL_SWITCH_MS.
@@ -34,7 +34,7 @@ application = netguard.remember_listening(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(websocket_auth_stack(URLRouter(websocket_urlpatterns))),
+            "websocket": SameOriginValidator(websocket_auth_stack(URLRouter(websocket_urlpatterns))),
         }
     )
 )

@@ -5,8 +5,11 @@ Models: `demo-echo` streams back the last user message token by token;
 long as `max_tokens` asks (200 tokens when unset). It honours `stream`,
 `stream_options.include_usage`, `n`, `stop`, `max_tokens`, `seed` and, as a
 demo-only body field, `tokens_per_second` (default
-`PLAYGROUND_DEMO_TOKENS_PER_SECOND`). Any non-empty bearer key is accepted.
-Usage is counted with `playground.tokens`, so it is exact for this relay.
+`PLAYGROUND_DEMO_TOKENS_PER_SECOND`). It answers a logged-in session or a
+bearer key equal to a Demo provider's key (401 otherwise), refuses a request
+for more than `PLAYGROUND_DEMO_MAX_TOKENS` tokens (n × max_tokens; 400), and with
+`PLAYGROUND_DEMO=0` its routes answer 404. Usage is counted with
+`playground.tokens`, so it is exact for this relay.
 
 It also plays the relay features the seed pages document:
 - `logprobs` / `top_logprobs`: well-formed, deterministic values per token;
@@ -22,6 +25,8 @@ It also plays the relay features the seed pages document:
 from __future__ import annotations
 
 import asyncio
+import functools
+import hmac
 import json
 import random
 import time
@@ -32,7 +37,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from playground.models import DEMO_MODELS
+from playground.keys import KeyDecryptError
+from playground.models import DEMO_MODELS, Provider
 from playground.tokens import content_text, count_prompt_tokens, split_tokens
 
 LOREM = (  # noqa: SIM905 - a sentence reads better than a list of 63 strings
@@ -202,6 +208,47 @@ def answer_steps(body: dict, choice: int) -> tuple[list[tuple[dict, dict | None]
     return steps, finish
 
 
+def enabled(view):
+    """The view while settings.DEMO_ENABLED, else a 404 for every method."""
+
+    @functools.wraps(view)
+    async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not settings.DEMO_ENABLED:
+            return error(404, "The Demo relay is turned off on this server.", "not_found")
+        return await view(request, *args, **kwargs)
+
+    return wrapper
+
+
+async def authorised(request: HttpRequest) -> bool:
+    """A logged-in session, or `Authorization: Bearer <key>` with the key of a Demo provider."""
+    if (await request.auser()).is_authenticated:
+        return True
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not given:
+        return False
+    async for provider in Provider.objects.filter(is_demo=True):
+        try:
+            key = provider.get_api_key()
+        except KeyDecryptError:
+            continue
+        key = key.reveal() if hasattr(key, "reveal") else key
+        if key and hmac.compare_digest(key.encode(), given.encode()):
+            return True
+    return False
+
+
+def requested_tokens(body: dict) -> int:
+    """The most completion tokens the body can make the relay write: n × max_tokens, where an
+    unset max_tokens is the answer's own length (the echoed message, or lorem's default)."""
+    limit = body.get("max_tokens")
+    if limit is None:
+        limit = (
+            len(split_tokens(last_user_text(body))) if body["model"] == "demo-echo" else DEFAULT_LOREM_TOKENS
+        )
+    return body.get("n", 1) * limit
+
+
 def validate(body: object) -> JsonResponse | None:
     if not isinstance(body, dict):
         return error(400, "The body must be a JSON object.", "invalid_body")
@@ -214,22 +261,29 @@ def validate(body: object) -> JsonResponse | None:
         )
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         return error(400, "messages must be a non-empty array.", "invalid_value", "messages")
+    if not all(isinstance(message, dict) for message in body["messages"]):
+        return error(400, "messages must be an array of objects.", "invalid_value", "messages")
     n = body.get("n", 1)
     if not isinstance(n, int) or not 1 <= n <= 128:
         return error(400, "n must be an integer from 1 to 128.", "invalid_value", "n")
     limit = body.get("max_tokens")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         return error(400, "max_tokens must be an integer >= 1.", "invalid_value", "max_tokens")
+    asked, cap = requested_tokens(body), settings.DEMO_MAX_TOKENS
+    if asked > cap:
+        field = "max_tokens" if limit is not None else "n"
+        message = f"{field}: n × max_tokens asks for {asked} tokens; the Demo relay writes at most {cap}."
+        return error(400, message, "invalid_value", field)
     return None
 
 
+@enabled
 @csrf_exempt
 @require_POST
 async def chat_completions(request: HttpRequest) -> HttpResponse:
-    if not request.headers.get("Authorization", "").removeprefix("Bearer ").strip():
-        return JsonResponse(
-            {"error": {"message": "Missing bearer key.", "type": "invalid_request_error"}}, status=401
-        )
+    if not await authorised(request):
+        message = "Log in, or send the Demo provider's key as `Authorization: Bearer <key>`."
+        return error(401, message, "invalid_api_key")
     try:
         body = json.loads(request.body)
     except ValueError:
@@ -322,6 +376,7 @@ async def stream(meta: dict, choices: list, usage: dict | None, tps: float):
     yield sse("[DONE]")
 
 
+@enabled
 @require_GET
 async def models(request: HttpRequest) -> JsonResponse:
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "demo"} for name in DEMO_MODELS]

@@ -165,6 +165,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
+# Login throttling (playground/logins.py): failures allowed per username and per client
+# address within the lockout window, and how long a lock lasts.
+LOGIN_FAILURES_PER_USER = envint("PLAYGROUND_LOGIN_FAILURES_PER_USER", 5)
+LOGIN_FAILURES_PER_ADDRESS = envint("PLAYGROUND_LOGIN_FAILURES_PER_ADDRESS", 20)
+LOGIN_LOCKOUT_SECONDS = envint("PLAYGROUND_LOGIN_LOCKOUT_SECONDS", 900)
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
@@ -233,7 +238,10 @@ UPSTREAM_CA_BUNDLE = os.getenv("PLAYGROUND_CA_BUNDLE") or None
 # are refused (when saved and when connecting: playground.netguard) unless this is on.
 ALLOW_PRIVATE_RELAYS = envbool("PLAYGROUND_ALLOW_PRIVATE_RELAYS", "0")
 
-# The built-in demo relay.
+# The built-in demo relay. Off (0): its routes answer 404.
+DEMO_ENABLED = envbool("PLAYGROUND_DEMO", "1")
+# The most tokens one Demo request may ask for, n × max_tokens.
+DEMO_MAX_TOKENS = envint("PLAYGROUND_DEMO_MAX_TOKENS", 32768)
 DEMO_TOKENS_PER_SECOND = envfloat("PLAYGROUND_DEMO_TOKENS_PER_SECOND", 40)
 # Where the Demo provider is reached. Unset: this server's own listening address.
 DEMO_BASE_URL = os.getenv("PLAYGROUND_DEMO_BASE_URL", "")

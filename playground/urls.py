@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from playground import compare, demo, history, presets, turns, views
+from playground import compare, demo, history, logins, presets, turns, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -27,7 +27,8 @@ urlpatterns = [
     path("", include(history)),
     path("demo/v1/chat/completions", demo.chat_completions, name="demo-chat"),
     path("demo/v1/models", demo.models, name="demo-models"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", logins.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/login/", logins.admin_login(admin.site)),
     path("admin/", admin.site.urls),
 ]

@@ -22,7 +22,11 @@ BACKLOG = 64 * 1024
 
 @pytest.fixture(scope="module")
 def server():
-    settings = {"PLAYGROUND_WS_BACKLOG_BYTES": str(BACKLOG), "PLAYGROUND_WS_BACKLOG_SECONDS": "1"}
+    settings = {
+        "PLAYGROUND_WS_BACKLOG_BYTES": str(BACKLOG),
+        "PLAYGROUND_WS_BACKLOG_SECONDS": "1",
+        "PLAYGROUND_DEMO_MAX_TOKENS": "100000",  # the run below asks for 100,000 tokens
+    }
     with app_database(**settings) as env, AppServer(env) as server:
         yield server
 

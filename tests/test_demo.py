@@ -3,17 +3,32 @@
 import json
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
+from playground.models import Provider
 from playground.tokens import split_tokens
 from playground.upstream import Accumulator
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
+DEMO_KEY = object()  # post()'s default: the Demo provider's own key
 
 
-async def post(body: dict, key: str = "demo-key"):
+@pytest.fixture(autouse=True)
+def demo_provider(workspace):
+    """The workspace fixture makes the Demo provider, whose key the relay accepts."""
+    return workspace.providers.get(is_demo=True)
+
+
+def demo_key() -> str:
+    key = Provider.objects.get(is_demo=True).get_api_key()
+    return key.reveal() if hasattr(key, "reveal") else key
+
+
+async def post(body: dict, key=DEMO_KEY, client: AsyncClient | None = None):
+    key = await sync_to_async(demo_key)() if key is DEMO_KEY else key
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return await AsyncClient().post(
+    return await (client or AsyncClient()).post(
         "/demo/v1/chat/completions", json.dumps(body), content_type="application/json", headers=headers
     )
 
@@ -220,3 +235,41 @@ async def test_usage_counts_every_streamed_token():
         c for c in deltas if any(c["choices"][0]["delta"].get(k) for k in ("content", "reasoning_content"))
     ]
     assert chunks[-1]["usage"]["completion_tokens"] == len(deltas)
+
+
+async def test_issue15_3_demo_anonymous_random_key_is_a_401():
+    response = await post(ask("x"), key="demo-" + "x" * 22)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert (await post(ask("x"), key="")).status_code == 401
+
+
+async def test_issue15_3_demo_the_demo_providers_key_is_answered():
+    response = await post(ask("Hello"))
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "Hello"
+
+
+async def test_issue15_3_demo_a_logged_in_session_is_answered(alice):
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    response = await post(ask("Hello"), key="", client=client)
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "Hello"
+
+
+async def test_issue15_3_demo_n_times_max_tokens_over_the_cap_is_a_400(settings):
+    settings.DEMO_MAX_TOKENS = 1000
+    lorem = {"model": "demo-lorem", "messages": [{"role": "user", "content": "x"}]}
+    response = await post({**lorem, "n": 32, "max_tokens": 20000})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "max_tokens"
+    assert "1000" in response.json()["error"]["message"]
+    assert (await post({**lorem, "n": 6})).json()["error"]["param"] == "n"  # 6 × 200 lorem tokens
+    assert (await post({**lorem, "n": 10, "max_tokens": 100})).status_code == 200
+
+
+async def test_issue15_3_demo_turned_off_is_a_404(settings):
+    settings.DEMO_ENABLED = False
+    assert (await post(ask("x"))).status_code == 404
+    assert (await AsyncClient().get("/demo/v1/models")).status_code == 404
