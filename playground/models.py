@@ -498,6 +498,7 @@ class Run(models.Model):
             "timing": self.timing(),
             "error": {"kind": self.error_kind, "message": self.error_message} if self.error_kind else None,
             "checks": None if self.is_active else output_checks(self.request_body, self.output),
+            "decode_errors": self.decode_errors,
             "submitted_at": self.submitted_at.isoformat(),
         }
 
