@@ -568,6 +568,7 @@ class Run(models.Model):
             "timing": self.timing(),
             "error": {"kind": self.error_kind, "message": self.error_message} if self.error_kind else None,
             "checks": None if self.is_active else self.checks,
+            "decode_errors": self.decode_errors,
             "submitted_at": self.submitted_at.isoformat(),
         }
 

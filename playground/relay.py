@@ -429,6 +429,7 @@ class RunHandle:
         if stream:
             run.response_headers = stream.response_headers
             run.raw_frames, run.frames_dropped = stream.frames, stream.frames_dropped
+            run.decode_errors = stream.decode_errors
         if error is not None:
             run.error_kind, run.error_message = error.kind, error.message
         record_usage(run, self.acc, reached=bool(stream and stream.reached))
@@ -517,6 +518,7 @@ FINAL_FIELDS = [
     "response_headers",
     "raw_frames",
     "frames_dropped",
+    "decode_errors",
     "error_kind",
     "error_message",
     "prompt_tokens",

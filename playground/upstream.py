@@ -11,6 +11,7 @@ never contains the API key.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import concurrent.futures
 import contextlib
 import functools
@@ -438,7 +439,8 @@ class ChatStream:
     After iteration: `status`, `response_headers`, `first_byte_at` (monotonic),
     `frames` (raw event data with milliseconds since the request, capped; a
     third item names a non-default SSE event type) and `retries` describe what
-    happened on the wire. `sleep(seconds)` waits
+    happened on the wire; `decode_errors` counts the invalid UTF-8 sequences in the
+    answer, each read as U+FFFD. `sleep(seconds)` waits
     before a rate-limited retry and returns True when stopped meanwhile; it
     defaults to `cancel.wait`.
     """
@@ -469,6 +471,7 @@ class ChatStream:
         self.frames_bytes = 0
         self.frames_dropped = 0
         self._eof = False
+        self.utf8 = _Utf8Repair()
         self.streaming = bool(self.body.get("stream"))
         self.headers = build_headers(self.api_key, self.extra_headers, stream=self.streaming)
 
@@ -482,6 +485,10 @@ class ChatStream:
         is sent on it). False when it was refused, its name did not resolve, or the request
         was stopped before any connection."""
         return self.status is not None or self.cancel.connected
+
+    @property
+    def decode_errors(self) -> int:
+        return self.utf8.replaced
 
     def __iter__(self) -> Iterator[dict]:
         self.open()
@@ -690,8 +697,16 @@ class ChatStream:
                 break
         return b"".join(chunks)
 
+    def _valid_pieces(self, response: requests.Response) -> Iterator[bytes]:
+        """`_pieces`, made valid UTF-8 (see `_Utf8Repair`)."""
+        for piece in self._pieces(response):
+            if valid := self.utf8.feed(piece):
+                yield valid
+        if tail := self.utf8.feed(b"", final=True):
+            yield tail
+
     def _events(self, response: requests.Response) -> Iterator[dict]:
-        for event in _SSEClient(self._pieces(response)).events():
+        for event in _SSEClient(self._valid_pieces(response)).events():
             try:
                 chunk = self._chunk(event.event, event.data)
             except ProtocolError:
@@ -748,7 +763,7 @@ class ChatStream:
         self.frames.append([at, data] if event == "message" else [at, data, event])
 
     def _single(self, response: requests.Response, content_type: str) -> dict:
-        text = scrub(self._read_all(response).decode("utf-8", "replace"), self.api_key)
+        text = scrub(self.utf8.feed(self._read_all(response), final=True).decode(), self.api_key)
         body = text.encode()
         self._record("message", text)
         try:
@@ -857,6 +872,7 @@ class LoopReader:
         if self.ended:
             return
         body = self.body.feed(data)
+        body = self.stream.utf8.feed(body, final=eof or self.body.ended or self.body.broken)
         if self._relay(self.events.feed(body)):
             return
         if self.body.broken:
@@ -1000,6 +1016,40 @@ def _body_framing(response: requests.Response) -> _Framing | None:
     if head.length is not None:
         return _Length(head.length)
     return _Framing()  # close-delimited
+
+
+class _Utf8Repair:
+    """Makes bytes valid UTF-8 as they arrive, for sseclient-py, which decodes strictly.
+
+    Each invalid sequence becomes U+FFFD's bytes, as `bytes.decode(errors="replace")` reads
+    it, and is counted in `replaced`. A character split between two pieces is held back
+    until its end comes (or, with `final`, counted as invalid). Valid input is returned as
+    it is: ASCII at once, the rest after one decode to check it.
+    """
+
+    REPLACEMENT = "\ufffd".encode()
+
+    def __init__(self) -> None:
+        self.held = b""
+        self.replaced = 0
+
+    def feed(self, data: bytes, final: bool = False) -> bytes:
+        if data.isascii() and not self.held:
+            return data
+        if self.held:
+            data, self.held = self.held + data, b""
+        out = []
+        while True:
+            try:
+                _, used = codecs.utf_8_decode(data, "strict", final)
+                break
+            except UnicodeDecodeError as error:
+                self.replaced += 1
+                out += [data[: error.start], self.REPLACEMENT]
+                data = data[error.end :]
+        if used < len(data):
+            data, self.held = data[:used], data[used:]
+        return b"".join([*out, data]) if out else data
 
 
 class _SSEClient(sseclient.SSEClient):

@@ -406,6 +406,26 @@ async def test_a_broken_stream_fails_in_plain_words_and_keeps_the_partial_answer
     await ws.disconnect()
 
 
+async def test_issue15_4_invalid_utf8_from_the_relay_is_replaced_and_noted(
+    alice_cookie, conversation, provider, fake_relay
+):
+    # Two invalid bytes, then a "✓" whose bytes the relay writes in two pieces (not an error).
+    body = b'data: {"choices":[{"index":0,"delta":{"content":"a\xff\xfeb \xe2\x9c\x93"}}]}\n\n'
+    body += b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    fake_relay.script(sse(body, pieces=[body.index(b"\x9c\x93") + 1], delay=0.05))
+    ws = await watch(alice_cookie, conversation)
+    await submit(alice_cookie, conversation, provider)
+    done = (await receive_until(ws, "run.done"))[-1]["run"]
+    await ws.disconnect()
+
+    assert (done["status"], done["error"]) == ("completed", None)
+    assert done["choices"][0]["content"] == "a\ufffd\ufffdb ✓"
+    assert done["decode_errors"] == 2
+    assert (await Run.objects.aget(id=done["id"])).decode_errors == 2
+    status, inspected = await post(alice_cookie, f"/api/runs/{done['id']}/", method="GET")
+    assert (status, inspected["decode_errors"]) == (200, 2)
+
+
 async def test_an_upstream_401_reaches_the_user_without_the_key(
     alice_cookie, conversation, provider, fake_relay
 ):
@@ -594,6 +614,7 @@ def test_the_final_write_stores_every_field_as_the_orm_reads_it(alice, conversat
         "response_headers": {"content-type": "text/event-stream"},
         "raw_frames": ['data: {"a": 1}', "data: [DONE]"],
         "frames_dropped": 3,
+        "decode_errors": 2,
         "error_kind": "",
         "error_message": "",
         "prompt_tokens": 11,

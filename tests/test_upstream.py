@@ -35,6 +35,7 @@ from playground.upstream import (
     UpstreamError,
     UpstreamTimeout,
     Usage,
+    _Utf8Repair,
     list_models,
     parse_retry_after,
     wait_text,
@@ -434,6 +435,54 @@ def test_it_ends_the_stream_at_done(relay):
     body = frames([chunk("Hi")]) + frames([chunk("after the end")], done=False)
 
     assert run(relay, sse(body)) == [chunk("Hi")]
+
+
+# Issue 15 §4: "a" then \xff and \xfe (2 invalid bytes), "b ", \xe2\x9c cut short by "x" (1),
+# then a whole "✓" that the relay's writes split after its first two bytes.
+INVALID_UTF8 = (
+    b'{"choices":[{"index":0,"delta":{"content":"a\xff\xfeb \xe2\x9cx \xe2\x9c\x93"},"finish_reason":null}]}'
+)
+INVALID_UTF8_TEXT = "a\ufffd\ufffdb \ufffdx ✓"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_issue15_4_invalid_utf8_from_the_relay_is_replaced_and_noted(relay, mode):
+    body = b"data: " + INVALID_UTF8 + b"\n\n" + frames([chunk(finish="stop")])
+    split = body.index(b"\xe2\x9c\x93") + 2
+    relay.script(sse(body, pieces=[split], mode=mode, delay=0.05))
+    stream = open_stream(relay)
+
+    chunks = list(stream)
+
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == [INVALID_UTF8_TEXT, None]
+    assert stream.decode_errors == 3
+    assert INVALID_UTF8_TEXT in stream.frames[0][1]
+
+
+def test_issue15_4_invalid_utf8_in_a_json_answer_is_replaced_and_noted(relay):
+    completion = INVALID_UTF8.replace(b'"delta"', b'"message"')
+    relay.script(respond(200, completion))
+    stream = open_stream(relay, {**BODY, "stream": False})
+
+    chunks = list(stream)
+
+    assert chunks[0]["choices"][0]["delta"]["content"] == INVALID_UTF8_TEXT
+    assert stream.decode_errors == 3
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"plain", "✓ 你好 🎉".encode(), b"a\xff\xfeb", b"\xe2\x9cx", b"\xed\xa0\x80", b"\xc0\xaf"]
+    + [b"cut at the end \xf0\x9f\x8e"],
+)
+def test_issue15_4_utf8_repair_matches_decode_with_replace_however_the_bytes_are_cut(raw):
+    expected = raw.decode("utf-8", "replace")
+    for size in (1, 2, 3, len(raw)):
+        repair = _Utf8Repair()
+        out = b"".join(repair.feed(raw[i : i + size]) for i in range(0, len(raw), size))
+        out += repair.feed(b"", final=True)
+        assert out.decode() == expected
+        assert repair.replaced == expected.count("\ufffd")
 
 
 def test_it_reshapes_a_json_completion_as_one_chunk(relay):

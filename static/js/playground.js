@@ -905,7 +905,8 @@ async function openInspector(runId) {
     row.append(time, cell);
     return row;
   }));
-  inspector.framesNote.textContent = `${run.raw_frames.length} frames` + (run.frames_dropped ? `, ${run.frames_dropped} more not kept` : "");
+  const replaced = run.decode_errors ? `; ${run.decode_errors} invalid UTF-8 sequence${run.decode_errors === 1 ? "" : "s"} replaced (shown as \uFFFD)` : "";
+  inspector.framesNote.textContent = `${run.raw_frames.length} frames` + (run.frames_dropped ? `, ${run.frames_dropped} more not kept` : "") + replaced;
   renderParamNotes(run);
   inspector.snippets = run.code;
   inspector.code.textContent = run.code[inspector.language.value];
