@@ -63,6 +63,23 @@ def manage(env: dict[str, str], *args: str, input: str | None = None) -> str:
     return result.stdout
 
 
+def add_member(
+    env: dict[str, str], username: str, password: str, role: str = "member", **flags: bool
+) -> None:
+    """A user (made if missing; `flags` such as is_superuser) in the bootstrapped workspace:
+    a new user belongs to no workspace until a membership adds them."""
+    code = (
+        "from django.contrib.auth.models import User\n"
+        "from playground.models import Membership, Workspace\n"
+        f"user, _ = User.objects.update_or_create(username={username!r}, defaults={flags!r})\n"
+        f"user.set_password({password!r})\n"
+        "user.save()\n"
+        "Membership.objects.update_or_create(user=user, workspace=Workspace.objects.get(slug='default'),"
+        f" defaults={{'role': {role!r}}})\n"
+    )
+    manage(env, "shell", "-c", code)
+
+
 def _with_db(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from playground.tokens import count_tokens
-from tests.servers import ADMIN_PASSWORD, AppServer, app_database, manage
+from tests.servers import ADMIN_PASSWORD, AppServer, add_member, app_database
 
 pytestmark = pytest.mark.browser
 
@@ -34,10 +34,7 @@ SLOW = {"max_tokens": "80", "extra_body": '{"tokens_per_second": 10}'}
 @pytest.fixture(scope="module")
 def server():
     with app_database() as env, AppServer(env) as server:
-        manage(
-            {**env, "DJANGO_SUPERUSER_PASSWORD": BOB_PASSWORD},
-            "createsuperuser", "--noinput", "--username", "bob", "--email", "b@x.io",
-        )  # fmt: skip
+        add_member(env, "bob", BOB_PASSWORD, is_superuser=True, is_staff=True)
         yield server
 
 

@@ -13,7 +13,7 @@ import requests
 import websockets
 
 from tests.events import delta_count, text_of
-from tests.servers import AppServer, Client, app_database, manage
+from tests.servers import AppServer, Client, add_member, app_database, manage
 
 pytestmark = pytest.mark.scaleout
 
@@ -122,16 +122,6 @@ async def closed_with(ws, timeout: float = 15) -> int:
         return closed.rcvd.code
 
 
-ADD_ERIN = """
-from django.contrib.auth.models import User
-from playground.models import Membership, Workspace
-user, _ = User.objects.get_or_create(username="erin")
-user.set_password("erin-password-123")
-user.save()
-Membership.objects.get_or_create(user=user, workspace=Workspace.objects.get(slug="default"))
-"""
-
-
 async def test_issue15_3_access_taken_away_reaches_sockets_in_every_process(cluster):
     """A log out through one process closes that session's socket on the other (4401); a
     membership removed by a third process (a shell) closes the user's sockets (4403)."""
@@ -145,7 +135,7 @@ async def test_issue15_3_access_taken_away_reaches_sockets_in_every_process(clus
     admin.session.post(f"{second.url}/accounts/logout/", headers=admin.headers, allow_redirects=False)
     assert await closed_with(logged_out) == 4401
 
-    manage(first.env, "shell", "-c", ADD_ERIN)
+    add_member(first.env, "erin", "erin-password-123")
     erin = Client(second.url, "erin", "erin-password-123")
     owner = Client(first.url)
     shared = owner.new_conversation()
