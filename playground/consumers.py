@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_BAD_FRAME = 4400
+CLOSE_ROLE_CHANGED = 4409
 CLOSE_BEHIND = 4008
 SNAPSHOT_TIMEOUT = 2.0
 
@@ -164,7 +165,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                     return
 
     async def access_changed(self, event: dict) -> None:
-        await self.check_access()
+        """A membership of the user changed: 4403 without access, else 4409 when a role
+        changed (the page reconnects, and says what the user may now do after a reload)."""
+        if await self.check_access() and event.get("role") is not None:
+            await self.close(code=CLOSE_ROLE_CHANGED)
 
     async def user_logged_out(self, event: dict) -> None:
         if event.get("session") in (None, self.scope.get("session") and self.scope["session"].session_key):

@@ -1,7 +1,9 @@
 """Access taken away reaches open websockets at once, in every process.
 
 Each conversation socket joins its user's group on the channel layer (`user_group`).
-A membership saved (a role changed) or deleted tells that group to check access again;
+A membership deleted tells that group to check access again (4403 without it); one
+saved with a changed role closes the sockets with 4409, and the page reconnects under
+the new role;
 a logout tells it to close the sockets of that session. A user belongs only to the
 workspaces they were added to (bootstrap makes the first admin an owner).
 """
@@ -45,10 +47,14 @@ def tell_user(user_id: int, event: dict) -> None:
 
 
 @receiver(post_save, sender=Membership)
+def membership_saved(sender, instance: Membership, created: bool, raw: bool = False, **kwargs) -> None:
+    if not created and not raw:  # a role changed: the sockets close (4409) and reconnect
+        tell_user(instance.user_id, {"type": "access.changed", "role": instance.role})
+
+
 @receiver(post_delete, sender=Membership)
-def membership_changed(sender, instance: Membership, raw: bool = False, **kwargs) -> None:
-    if not raw:
-        tell_user(instance.user_id, {"type": "access.changed"})
+def membership_deleted(sender, instance: Membership, **kwargs) -> None:
+    tell_user(instance.user_id, {"type": "access.changed", "role": None})
 
 
 @receiver(user_logged_out)

@@ -503,7 +503,10 @@ function connect() {
   const conversation = state.conversation;
   state.socket = socket;
   els.connection.textContent = "connecting…";
-  socket.onopen = () => { state.retry = 0; els.connection.textContent = "live"; };
+  socket.onopen = () => {
+    state.retry = 0;
+    els.connection.textContent = state.roleChanged ? "live · your role changed: reload the page" : "live";
+  };
   socket.onmessage = (e) => handleEvent(JSON.parse(e.data));
   socket.onclose = (e) => {
     if (state.socket !== socket) return;
@@ -511,6 +514,8 @@ function connect() {
       els.connection.textContent = e.code === 4401 ? "logged out" : "no access";
       return;
     }
+    // 4409: the user's role changed; reconnect under it and ask for a reload of the page.
+    if (e.code === 4409) state.roleChanged = true;
     els.connection.textContent = "reconnecting…";
     const delay = Math.min(10000, 250 * 2 ** state.retry++);
     setTimeout(() => { if (state.conversation === conversation) connect(); }, delay);
