@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from playground.models import DEMO_PROVIDER_NAME, Membership, Provider, Workspace, new_demo_key
+from playground.models import DEMO_PROVIDER_NAME, Conversation, Membership, Provider, Workspace, new_demo_key
 from tests.fakes import FakeRelay
 
 CANARY_KEY = "sk-canary-7f3a9c2e5b1d4e6f8a0b"
@@ -78,6 +78,12 @@ def charlie(db, workspace):
     user = User.objects.create_user("charlie", password="charlie-password")
     Membership.objects.create(workspace=other, user=user)
     return user
+
+
+@pytest.fixture
+def conversation(alice, workspace):
+    """An untitled conversation of alice's in Acme (modules needing more define their own)."""
+    return Conversation.objects.create(workspace=workspace, creator=alice)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from playground.models import Conversation, Membership, Workspace
+from playground.models import Membership, Workspace
 from tests.test_relay import post, session_cookie, watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,11 +19,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 async def clean_layer():
     await get_channel_layer().flush()
-
-
-@pytest.fixture
-def conversation(alice, workspace):
-    return Conversation.objects.create(workspace=workspace, creator=alice)
 
 
 async def cookie(user) -> str:

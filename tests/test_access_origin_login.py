@@ -7,16 +7,10 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from playground.asgi import application
-from playground.models import Conversation
 from playground.origins import origin_allowed
 from tests.test_relay import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def conversation(alice, workspace):
-    return Conversation.objects.create(workspace=workspace, creator=alice)
 
 
 async def handshake(user, conversation, host: str, origin: str) -> bool:

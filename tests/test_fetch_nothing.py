@@ -20,7 +20,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from playground import netguard, relay
-from playground.models import Conversation, Provider, Run
+from playground.models import Provider, Run
 from tests.conftest import CANARY_KEY
 from tests.fakes import FakeRelay, chunk, sse
 from tests.servers import AppServer, app_database, manage
@@ -28,11 +28,6 @@ from tests.servers import Client as ServerClient
 from tests.test_relay import post, receive_until, session_cookie, submit, wait_for, watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def conversation(alice, workspace):
-    return Conversation.objects.create(workspace=workspace, creator=alice)
 
 
 @pytest.fixture

@@ -29,11 +29,6 @@ async def clean_layer():
     await get_channel_layer().flush()
 
 
-@pytest.fixture
-def conversation(alice, workspace):
-    return Conversation.objects.create(workspace=workspace, creator=alice)
-
-
 def session_cookie(user) -> str:
     client = Client()
     client.force_login(user)
