@@ -220,6 +220,38 @@ RELAY_COALESCE_MS = envfloat("PLAYGROUND_COALESCE_MS", 16)
 # relay thread computes it then waits this long to get it back: shorter, the answers the
 # loop relays wait less behind submissions (set for the server process, in asgi.py).
 GIL_SWITCH_MS = envfloat("PLAYGROUND_GIL_SWITCH_MS", 0.5)
+# Speed changes to third-party internals (playground.server), each installed only when
+# named here: "all" (default), "none", or a comma list of these names. Stock mode ("none")
+# is fully supported; the suite runs in both modes.
+FAST_PATH_NAMES = (
+    "request_threads",  # Django's ASGI handler on pooled threads, sync middleware in one trip
+    "ws_session",  # channels' SessionMiddleware without its per-frame send wrapper
+    "ws_frames",  # autobahn's text frames built in one step
+    "eager_write",  # Twisted TCP writes sent at once when nothing is queued
+    "memory_layer",  # the trimmed in-memory channel layer
+    "consumer_loop",  # one reading loop per source in the conversation consumer
+    "loop_reader",  # upstream SSE read on the event loop from urllib3's socket
+    "gil_switch",  # sys.setswitchinterval(PLAYGROUND_GIL_SWITCH_MS)
+    "gc_freeze",  # gc.freeze() of the loaded code after start-up
+)
+
+
+def _fast_paths(value: str) -> frozenset[str]:
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    if names == {"all"}:
+        return frozenset(FAST_PATH_NAMES)
+    if names <= {"none"}:
+        return frozenset()
+    unknown = names - set(FAST_PATH_NAMES)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"PLAYGROUND_FAST_PATHS: unknown {', '.join(sorted(unknown))}; "
+            f"use all, none or a comma list of {', '.join(FAST_PATH_NAMES)}"
+        )
+    return frozenset(names)
+
+
+FAST_PATHS = _fast_paths(os.getenv("PLAYGROUND_FAST_PATHS", "all"))
 RELAY_CHECKPOINT_SECONDS = envfloat("PLAYGROUND_CHECKPOINT_SECONDS", 1.0)
 RELAY_HEARTBEAT_SECONDS = envfloat("PLAYGROUND_HEARTBEAT_SECONDS", 5.0)
 RELAY_STALE_AFTER_SECONDS = envfloat("PLAYGROUND_STALE_AFTER_SECONDS", 20.0)
