@@ -12,7 +12,7 @@ from playground.models import Message
 from playground.snippets import ImportError_, parse_request
 from tests.test_relay import post, session_cookie, wait_for
 
-SEEDS = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
+SEEDS = Path(__file__).resolve().parent / "data" / "seeds"
 
 
 def seed_examples() -> list[tuple[str, str]]:

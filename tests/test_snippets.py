@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -14,7 +13,6 @@ from playground.models import Conversation, Run
 from playground.snippets import ImportError_, code_for, parse_request
 from tests.conftest import CANARY_KEY
 
-SEEDS = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
 BODY = {
     "model": "fake-model",
     "messages": [
