@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from playground import demo, logins
-from playground.views import conversations, history, messages, pages, presets, providers, runs
+from playground import logins
+from playground.views import conversations, demo, history, messages, pages, presets, providers, runs
 
 urlpatterns = [
     path("", pages.index, name="index"),

@@ -52,7 +52,8 @@ def via_import(client, conversation, provider, message):
 
 def via_import_request(client, conversation, provider, message):
     answer = send(client, "POST", "/api/import/", {"text": json.dumps({"model": "m", "messages": [message]})})
-    assert list(answer["fields"]) == ["text"] and answer["fields"]["text"] == answer["error"]
+    assert list(answer["fields"]) == ["text"]
+    assert answer["fields"]["text"] == answer["error"]
     field, _, why = answer["error"].partition(": ")
     return {field.removeprefix("messages[0]."): why}
 
