@@ -43,7 +43,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
 }
 RESERVED = {"model", "messages"}
 MODEL_MAX = 255  # Run.model and Preset.model
-EXPORT_META_KEY = "playground_export"  # playground.history's export metadata: never sent
+EXPORT_META_KEY = "playground_export"  # playground.exports' metadata key: never sent
 
 
 def _is_number(value: Any) -> bool:
