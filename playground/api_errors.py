@@ -10,7 +10,7 @@ exception is still logged by Django as usual.
 A form body (which the CSRF check reads itself, before any view) larger than
 DATA_UPLOAD_MAX_MEMORY_SIZE is refused here with a 413 before anything reads it;
 Django would refuse it with a bare 400. JSON bodies are read only by the views
-(`views.request_body`), which answer 413 and 415 themselves.
+(`playground.api.request_body`), which answer 413 and 415 themselves.
 """
 
 from __future__ import annotations

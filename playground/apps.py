@@ -9,6 +9,6 @@ class PlaygroundConfig(AppConfig):
         from django.urls import register_converter
 
         from playground import logins, signals  # noqa: F401
-        from playground.forms import IdConverter
+        from playground.validation import IdConverter
 
         register_converter(IdConverter, "id")  # before any URL pattern names it

@@ -30,7 +30,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from playground.checks import check_json
+from playground.schema_verdicts import check_json
 from playground.upstream import (
     Accumulator,
     ChatStream,

@@ -39,9 +39,9 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from playground.checks import output_checks
 from playground.keys import Secret
 from playground.models import Conversation, Message, Run, cost_of, update_of, update_sql
+from playground.schema_verdicts import output_checks
 from playground.tokens import count_prompt_tokens, count_tokens
 from playground.upstream import (
     Accumulator,

@@ -13,8 +13,8 @@ import re
 import shlex
 from typing import Any
 
-from playground.forms import Invalid, parse_json
 from playground.upstream import chat_url
+from playground.validation import Invalid, parse_json
 
 KEY_VAR = "OPENAI_API_KEY"
 # Headers every client sets by itself; the rest (e.g. Accept, X-Forwarded-Host) are shown.
@@ -126,8 +126,9 @@ def _py_string(body: dict) -> str:
 # ---------------------------------------------------------------------------- import
 
 
-class ImportError_(ValueError):
-    pass
+class UnreadableRequest(ValueError):
+    """A pasted request that is neither a JSON body nor a curl command with one; the
+    message says why, in plain words."""
 
 
 def parse_request(text: str) -> dict[str, Any]:
@@ -138,12 +139,12 @@ def parse_request(text: str) -> dict[str, Any]:
     """
     text = text.strip()
     if not text:
-        raise ImportError_("Paste a JSON body or a curl command.")
+        raise UnreadableRequest("Paste a JSON body or a curl command.")
     if text.startswith("{"):
         return {"body": _json_body(text), "url": None, "headers": {}}
     if text.startswith("curl"):
         return _curl(text)
-    raise ImportError_("That is neither a JSON object nor a curl command.")
+    raise UnreadableRequest("That is neither a JSON object nor a curl command.")
 
 
 def _json_body(text: str) -> dict:
@@ -151,13 +152,13 @@ def _json_body(text: str) -> dict:
         body = parse_json(text)
     except Invalid as exc:
         parse_error = next(iter(exc.errors.values())).startswith("is not valid JSON")
-        raise ImportError_(
+        raise UnreadableRequest(
             f"The JSON does not parse: {exc}" if parse_error else f"The JSON is refused: {exc}"
         ) from None
     if not isinstance(body, dict):
-        raise ImportError_("The body must be a JSON object.")
+        raise UnreadableRequest("The body must be a JSON object.")
     if not isinstance(body.get("messages"), list):
-        raise ImportError_("The body has no messages list.")
+        raise UnreadableRequest("The body has no messages list.")
     return body
 
 
@@ -169,7 +170,7 @@ def _curl(text: str) -> dict:
         # (seed 001 does); no shell accepts it, but the intent is plain.
         lenient = _lenient_curl(text)
         if lenient is None:
-            raise ImportError_(f"The curl command does not parse: {exc}") from None
+            raise UnreadableRequest(f"The curl command does not parse: {exc}") from None
         return lenient
     url, headers, data = None, {}, None
     takes_value = {"-X", "--request", "-u", "--user", "-o", "--output", "-m", "--max-time"}
@@ -194,7 +195,7 @@ def _curl(text: str) -> dict:
         else:
             i += 1
     if data is None:
-        raise ImportError_("The curl command has no -d/--data body.")
+        raise UnreadableRequest("The curl command has no -d/--data body.")
     headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
     return {"body": _json_body(data), "url": url, "headers": headers}
 

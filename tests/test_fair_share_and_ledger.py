@@ -13,9 +13,10 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test import Client, RequestFactory
 
-from playground import relay, views
+from playground import relay
 from playground.admin import RunAdmin
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
+from playground.views import runs as views
 
 
 def member(workspace: Workspace, name: str, role: str = Membership.Role.MEMBER) -> User:

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from playground.history import EXPORT_KEY, FORMAT
+from playground.exports import EXPORT_KEY, FORMAT
 from playground.models import Conversation, Membership, Message, Provider, Run
 
 IMAGE_BYTES = bytes(range(256)) * 48  # 12 KB

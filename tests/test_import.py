@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from playground.models import Message
-from playground.snippets import ImportError_, parse_request
+from playground.snippets import UnreadableRequest, parse_request
 from tests.test_relay import post, session_cookie, wait_for
 
 SEEDS = Path(__file__).resolve().parent / "data" / "seeds"
@@ -34,7 +34,7 @@ def first_parse(lines: list[str]) -> str | None:
         try:
             parse_request(text)
             return text
-        except ImportError_:
+        except UnreadableRequest:
             continue
     return None
 

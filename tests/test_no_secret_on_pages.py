@@ -13,11 +13,11 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.test import Client
 
-from playground import views
 from playground.debug import SafeReporterFilter
 from playground.keys import Secret
 from playground.models import Conversation, Membership
 from playground.upstream import build_headers
+from playground.views import runs as views
 from tests.conftest import CANARY_KEY
 from tests.fakes import echo_authorization, respond
 from tests.test_keys import everything_stored

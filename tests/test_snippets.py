@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from playground.models import Conversation, Run
-from playground.snippets import ImportError_, code_for, parse_request
+from playground.snippets import UnreadableRequest, code_for, parse_request
 from tests.conftest import CANARY_KEY
 
 BODY = {
@@ -102,5 +102,5 @@ def test_a_curl_command_imports_without_its_key():
     "text", ["", "hello", "{not json", '{"model": "m"}', "curl https://x/v1/chat/completions"]
 )
 def test_what_cannot_import_says_why(text):
-    with pytest.raises(ImportError_):
+    with pytest.raises(UnreadableRequest):
         parse_request(text)

@@ -5,9 +5,9 @@ import json
 import pytest
 from django.test import Client
 
-from playground.checks import check_json, output_checks, schema_problem
-from playground.forms import Invalid, clean_params
 from playground.models import Conversation, Message, Run
+from playground.schema_verdicts import check_json, output_checks, schema_problem
+from playground.validation import Invalid, clean_params
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import path
 from django.utils import timezone
 
-from playground import models, relay, views
+from playground import models, relay
 from playground.models import Conversation, Membership, Message, Provider, Run
+from playground.views import runs as views
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ ACTIVE = ("queued", "streaming")
 def compute_checks(apps, schema_editor):
     """The stored verdicts of runs that ended before they were stored: only runs that
     asked for JSON output have any, and they are computed as a run's end computes them."""
-    from playground.checks import output_checks
+    from playground.schema_verdicts import output_checks
 
     Run = apps.get_model("playground", "Run")
     finished = (

@@ -13,11 +13,12 @@ from django.db import transaction
 from django.db.models import Max
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
-from django.views.decorators.http import require_http_methods, require_POST
 
-from playground.forms import ROLES, Invalid, clean_content, is_id
+from playground.access import conversation_for
+from playground.api import Refused, api, json_error
 from playground.models import Conversation, Message, Run
-from playground.views import announce, api, conversation_for, json_error, read_json_or_400, transcript
+from playground.transcripts import announce, transcript
+from playground.validation import clean_message, is_id
 
 BUSY = "An answer is streaming in this conversation: stop it or let it finish first."
 
@@ -28,48 +29,17 @@ def _message_for(request: HttpRequest, message_id: int) -> tuple[Message, Conver
     return message, conversation_for(request.user, message.conversation_id, write=True)
 
 
-def _lock(conv: Conversation) -> tuple[Conversation, JsonResponse | None]:
-    """Inside a transaction: the conversation's row locked, and a 409 while an answer streams."""
+def _lock(conv: Conversation) -> Conversation:
+    """Inside a transaction: the conversation's row locked; Refused (409) while an answer streams."""
     conv = Conversation.objects.select_for_update().get(id=conv.id)
     if conv.runs.filter(status__in=Run.ACTIVE).exists():
-        return conv, json_error(409, BUSY)
-    return conv, None
+        raise Refused(409, BUSY)
+    return conv
 
 
 def _changed(conv: Conversation) -> JsonResponse:
     transaction.on_commit(lambda: announce(conv.id, messages=True))
     return JsonResponse(transcript(conv))
-
-
-def clean_turn(data: dict, *, partial: bool = False) -> dict:
-    """A hand-written turn: role, content (text or parts), and for tools their ids."""
-    errors, turn = {}, {}
-    if not partial or "role" in data:
-        role = data.get("role")
-        if role not in ROLES:
-            errors["role"] = f"must be one of {', '.join(ROLES)}"
-        turn["role"] = role
-    if not partial or "content" in data:
-        try:
-            turn["content"] = clean_content(data.get("content", ""), "content")
-        except Invalid as exc:
-            errors.update(exc.errors)
-    for name in ("name", "tool_call_id"):
-        if name in data:
-            if not isinstance(data[name], str) or len(data[name]) > 100:
-                errors[name] = "must be text of at most 100 characters"
-            else:
-                turn[name] = data[name]
-    if "tool_calls" in data:
-        calls = data["tool_calls"]
-        if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
-            errors["tool_calls"] = "must be a list of tool calls"
-        turn["tool_calls"] = calls or None
-    if turn.get("role") == "tool" and not (turn.get("tool_call_id") or "").strip():
-        errors["tool_call_id"] = "a tool result needs the id of the tool call it answers"
-    if errors:
-        raise Invalid(errors)
-    return turn
 
 
 def next_position(conv: Conversation) -> int:
@@ -78,42 +48,26 @@ def next_position(conv: Conversation) -> int:
     return max(top_message, top_run) + 1
 
 
-@require_POST
-@api
+@api(methods=["POST"], json=True)
 def add_message(request: HttpRequest, conversation_id: int) -> JsonResponse:
     """Append a turn of any role: a user message, an assistant reply, a tool result."""
     conv = conversation_for(request.user, conversation_id, write=True)
-    data = read_json_or_400(request)
-    if isinstance(data, JsonResponse):
-        return data
-    try:
-        turn = clean_turn(data)
-    except Invalid as exc:
-        return json_error(400, str(exc), fields=exc.errors)
+    turn = clean_message(request.json())
     with transaction.atomic():
-        conv, busy = _lock(conv)
-        if busy:
-            return busy
+        conv = _lock(conv)
         Message.objects.create(conversation=conv, position=next_position(conv), **turn)
         return _changed(conv)
 
 
-@require_http_methods(["PATCH", "DELETE"])
-@api
+@api(methods=["PATCH", "DELETE"], json=True)
 def message_detail(request: HttpRequest, message_id: int) -> JsonResponse:
     message, conv = _message_for(request, message_id)
     if request.method == "PATCH":
-        data = read_json_or_400(request)
-        if isinstance(data, JsonResponse):
-            return data
-        try:
-            turn = clean_turn({"role": message.role, **data}, partial=True)
-        except Invalid as exc:
-            return json_error(400, str(exc), fields=exc.errors)
+        # A change is checked as the whole message it makes (a tool result keeps its call's id).
+        stored = {"role": message.role, "tool_call_id": message.tool_call_id or None}
+        turn = clean_message({**stored, **request.json()}, partial=True)
     with transaction.atomic():
-        conv, busy = _lock(conv)
-        if busy:
-            return busy
+        conv = _lock(conv)
         if request.method == "DELETE":
             if message.run_id:
                 # The same answer's other choices: one continues the conversation instead,
@@ -132,8 +86,7 @@ def message_detail(request: HttpRequest, message_id: int) -> JsonResponse:
         return _changed(conv)
 
 
-@require_POST
-@api
+@api(methods=["POST"], json=False)
 def delete_run(request: HttpRequest, run_id: int) -> JsonResponse:
     """Take an answer (all its choices, or its error) out of the transcript.
 
@@ -142,28 +95,22 @@ def delete_run(request: HttpRequest, run_id: int) -> JsonResponse:
     run = get_object_or_404(Run, id=run_id)
     conv = conversation_for(request.user, run.conversation_id, write=True)
     if run.is_active:
-        return json_error(409, "This answer is still streaming: stop it first.")
+        raise Refused(409, "This answer is still streaming: stop it first.")
     with transaction.atomic():
         Message.objects.filter(run=run).delete()
         Run.objects.filter(id=run.id).update(hidden=True)
         return _changed(conv)
 
 
-@require_POST
-@api
+@api(methods=["POST"], json=True)
 def move_message(request: HttpRequest, message_id: int) -> JsonResponse:
     """Swap a turn (with its sibling choices) with the one above or below it."""
     message, conv = _message_for(request, message_id)
-    data = read_json_or_400(request)
-    if isinstance(data, JsonResponse):
-        return data
-    direction = data.get("direction")
+    direction = request.json().get("direction")
     if direction not in ("up", "down"):
         return json_error(400, "direction: must be up or down", fields={"direction": "must be up or down"})
     with transaction.atomic():
-        conv, busy = _lock(conv)
-        if busy:
-            return busy
+        conv = _lock(conv)
         here = message.position
         neighbours = conv.messages.exclude(position=here).exclude(position=0, role=Message.Role.SYSTEM)
         if direction == "up":
@@ -183,8 +130,7 @@ def move_message(request: HttpRequest, message_id: int) -> JsonResponse:
         return _changed(conv)
 
 
-@require_POST
-@api
+@api(methods=["POST"], json=False)
 def choose_message(request: HttpRequest, message_id: int) -> JsonResponse:
     """Of a run's n choices, this one continues the conversation."""
     message, conv = _message_for(request, message_id)
@@ -196,15 +142,11 @@ def choose_message(request: HttpRequest, message_id: int) -> JsonResponse:
         return _changed(conv)
 
 
-@require_POST
-@api
+@api(methods=["POST"], json=True)
 def fork_conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
     """A new conversation holding this one's turns up to and including a message."""
     conv = conversation_for(request.user, conversation_id, write=True)
-    data = read_json_or_400(request)
-    if isinstance(data, JsonResponse):
-        return data
-    wanted = data.get("message")
+    wanted = request.json().get("message")
     message = Message.objects.filter(id=wanted, conversation=conv).first() if is_id(wanted) else None
     if message is None:
         return json_error(400, "message: not a message of this conversation", fields={"message": "not found"})

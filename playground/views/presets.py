@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
-from django.urls import path
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods
 
-from playground.forms import Invalid, clean_extra, clean_model, clean_params, is_id
+from playground.access import Forbidden, current_workspace, is_manager, membership_for
+from playground.api import Refused, api, json_error
 from playground.models import Membership, Preset
-from playground.views import Forbidden, api, current_workspace, json_error, membership_for, read_json_or_400
+from playground.validation import Invalid, clean_extra, clean_model, clean_params, is_id
 
-NAME_MAX = 100
+NAME_MAX = Preset._meta.get_field("name").max_length
 
 
 def preset_dict(preset: Preset, user) -> dict:
@@ -84,21 +83,15 @@ def clean_preset(data: dict, workspace, membership: Membership, *, partial: bool
     return fields
 
 
-@require_http_methods(["GET", "POST"])
-@api
+@api(methods=["GET", "POST"], json=True)
 def presets(request: HttpRequest) -> JsonResponse:
     workspace = current_workspace(request)
     membership = membership_for(request.user, workspace.id)
     if request.method == "GET":
         visible = workspace.presets.filter(Q(owner=request.user) | Q(shared=True)).select_related("owner")
         return JsonResponse({"presets": [preset_dict(p, request.user) for p in visible]})
-    data = read_json_or_400(request)
-    if isinstance(data, JsonResponse):
-        return data
-    try:
-        fields = clean_preset(data, workspace, membership)
-    except Invalid as exc:
-        return json_error(400, str(exc), fields=exc.errors)
+    data = request.json()
+    fields = clean_preset(data, workspace, membership)
     existing = workspace.presets.filter(owner=request.user, name=fields["name"]).first()
     if existing and data.get("overwrite") is not True:
         return json_error(
@@ -114,34 +107,28 @@ def presets(request: HttpRequest) -> JsonResponse:
         with transaction.atomic():
             preset = Preset.objects.create(workspace=workspace, owner=request.user, **fields)
     except IntegrityError:
-        return json_error(409, f"You already have a preset named “{fields['name']}”.")
+        raise Refused(409, f"You already have a preset named “{fields['name']}”.") from None
     return JsonResponse(preset_dict(preset, request.user), status=201)
 
 
-@require_http_methods(["PATCH", "DELETE"])
-@api
+@api(methods=["PATCH", "DELETE"], json=True)
 def preset_detail(request: HttpRequest, preset_id: int) -> JsonResponse:
     preset = get_object_or_404(Preset.objects.select_related("owner"), id=preset_id)
     membership = membership_for(request.user, preset.workspace_id)
     mine = preset.owner_id == request.user.id
     if not mine and not preset.shared:
-        return json_error(404, "Not found, or not in your workspaces.")
-    manager = membership.role in (Membership.Role.OWNER, Membership.Role.ADMIN)
+        raise Http404
+    manager = is_manager(membership.role)
     if request.method == "DELETE":
         if not (mine or manager):
             raise Forbidden("Only its owner, or a workspace owner or admin, can delete a shared preset.")
         preset.delete()
         return JsonResponse({"deleted": preset_id})
-    data = read_json_or_400(request)
-    if isinstance(data, JsonResponse):
-        return data
+    data = request.json()
     # Others' shared presets: managers may only unshare them.
     if not mine and not (manager and set(data) == {"shared"} and data["shared"] is False):
         raise Forbidden("Only its owner can change a preset.")
-    try:
-        fields = clean_preset(data, preset.workspace, membership, partial=True)
-    except Invalid as exc:
-        return json_error(400, str(exc), fields=exc.errors)
+    fields = clean_preset(data, preset.workspace, membership, partial=True)
     for key, value in fields.items():
         setattr(preset, key, value)
     preset.updated_at = timezone.now()
@@ -149,11 +136,5 @@ def preset_detail(request: HttpRequest, preset_id: int) -> JsonResponse:
         with transaction.atomic():
             preset.save()
     except IntegrityError:
-        return json_error(409, f"You already have a preset named “{fields['name']}”.")
+        raise Refused(409, f"You already have a preset named “{fields['name']}”.") from None
     return JsonResponse(preset_dict(preset, request.user))
-
-
-urlpatterns = [
-    path("api/presets/", presets, name="api-presets"),
-    path("api/presets/<id:preset_id>/", preset_detail, name="api-preset"),
-]

@@ -1,4 +1,6 @@
-"""Validation of a run request: every parameter the seed relays document, with their ranges.
+"""Validation of a run request: every parameter the seed relays document, with their ranges
+(`PARAMETERS`, the one parameter table), the model, the system prompt, the extra body;
+and the wire body built from them, or read back from an imported one.
 
 `PARAMETERS` is also sent to the browser, so the page checks the same ranges
 before the server checks them again. Unset parameters are never sent.
@@ -8,11 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from itertools import accumulate
 from typing import Any
 
-from playground.checks import ref_problem, schema_problem
+from playground.schema_verdicts import ref_problem, schema_problem
+from playground.validation.base import Invalid, is_id
+from playground.validation.messages import ROLES, clean_content, message_problems
 
 # name -> (kind, minimum, maximum, help). Ranges as the seed pages give them.
 PARAMETERS: dict[str, dict[str, Any]] = {
@@ -41,114 +43,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
 }
 RESERVED = {"model", "messages"}
 MODEL_MAX = 255  # Run.model and Preset.model
-MAX_DEPTH = 64  # nesting of any JSON the playground reads from a request
-ID_MAX = 2**63 - 1  # the largest id a database's bigint holds
-EXPORT_META_KEY = "playground_export"  # playground.history's export metadata: never sent
-ROLES = ("system", "user", "assistant", "tool")
-
-
-class Invalid(Exception):
-    """A refused request: `errors` maps each bad field to why; `status` is the HTTP status
-    to answer (400, or 413 and 415 for a body that is too large or not JSON)."""
-
-    def __init__(self, errors: dict[str, str], status: int = 400) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
-        self.status = status
-
-
-def is_id(value: Any) -> bool:
-    """A row id as a request may name one: a positive whole number a bigint holds (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= ID_MAX
-
-
-class IdConverter:
-    """`<id:name>` in URL patterns: a row id; anything else (0, past a bigint) is a 404."""
-
-    regex = "[0-9]{1,19}"
-
-    def to_python(self, value: str) -> int:
-        number = int(value)
-        if not 1 <= number <= ID_MAX:
-            raise ValueError(value)
-        return number
-
-    def to_url(self, value: int) -> str:
-        return str(value)
-
-
-# ---------------------------------------------------------------------------- JSON bodies
-
-# A JSON string, closed or running to the end of the text: every `"` outside a string
-# begins one, so no match fails (and none is retried from a later quote).
-_STRING = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\\?\Z)')
-_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
-_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def too_deep(text: str) -> bool:
-    """Whether the JSON in `text` nests deeper than MAX_DEPTH, from its brackets outside
-    strings, without parsing it (so never recursing); linear in the text's length."""
-    brackets = _NOT_BRACKETS.sub("", _STRING.sub("", text))
-    if brackets.count("[") + brackets.count("{") <= MAX_DEPTH:  # the usual case
-        return False
-    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets))) > MAX_DEPTH
-
-
-def parse_json(raw: bytes | str, field: str = "body") -> Any:
-    """The JSON value in a request's body (`field` names it in errors), or Invalid.
-
-    UTF-8 only; nesting deeper than MAX_DEPTH is refused before it is parsed; no string or
-    key may hold a NUL or a lone surrogate, which no database column stores (the refusal
-    names where, as `messages[0].content`). NaN and Infinity parse here and are refused
-    by the fields' own checks (`parameter_problem`).
-    """
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise Invalid({field: f"is not UTF-8 text (byte {exc.start} is not UTF-8)"}) from None
-    if too_deep(raw):
-        raise Invalid({field: f"nests deeper than {MAX_DEPTH} levels"})
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise Invalid(
-            {field: f"is not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"}
-        ) from None
-    except ValueError:  # an integer of more than 4300 digits
-        raise Invalid({field: "is not valid JSON (a number is too long)"}) from None
-    if problem := text_problem(value):
-        at, why = problem
-        raise Invalid({at or field: why})
-    return value
-
-
-def text_problem(value: Any, at: str = "") -> tuple[str, str] | None:
-    """The first string (or key) in `value` that no database stores: (its path below `at`,
-    such as `messages[0].content`, and why), or None."""
-    if isinstance(value, str):
-        return (at, why) if (why := _unstorable(value)) else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if why := _unstorable(key):
-                return at, f"has a key that {why}"
-            if problem := text_problem(item, f"{at}.{key}" if at else key):
-                return problem
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            if problem := text_problem(item, f"{at or 'body'}[{i}]"):
-                return problem
-    return None
-
-
-def _unstorable(text: str) -> str | None:
-    if "\x00" in text:
-        return "contains a NUL character (\\u0000)"
-    if not text.isascii() and _SURROGATE.search(text):
-        return "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
-    return None
+EXPORT_META_KEY = "playground_export"  # playground.exports' metadata key: never sent
 
 
 def _is_number(value: Any) -> bool:
@@ -288,32 +183,6 @@ def clean_params(params: Any) -> dict:
     return dict(params)
 
 
-def part_problem(part: Any) -> tuple[str, str] | None:
-    """What is wrong with one content part, as (its subfield or "", why), or None."""
-    kind = part.get("type") if isinstance(part, dict) else None
-    if kind == "text":
-        return None if isinstance(part.get("text"), str) else ("text", "must be text")
-    if kind in ("image_url", "video_url"):
-        value = part.get(kind)
-        url = value.get("url") if isinstance(value, dict) else value
-        if not isinstance(url, str) or not url.strip():
-            return kind, 'needs a URL: {"url": "https://…" or "data:…"}'
-        return None
-    return "", "each content part needs a type of text, image_url or video_url"
-
-
-def clean_content(content: Any, field: str = "message") -> str | list:
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list) or not content:
-        raise Invalid({field: "must be text or a list of content parts"})
-    for i, part in enumerate(content):
-        if problem := part_problem(part):
-            sub, why = problem
-            raise Invalid({f"{field}[{i}]" + (f".{sub}" if sub else ""): why})
-    return content
-
-
 def clean_model(model: Any, errors: dict, *, required: bool = True) -> str:
     """A model name, stripped; its problem goes in `errors` under `model`."""
     if not isinstance(model, str) or (required and not model.strip()):
@@ -363,7 +232,7 @@ def clean_submission(payload: Any) -> dict:
         errors["system"] = "must be text"
     message = payload.get("message", "")
     try:
-        message = clean_content(message)
+        message = clean_content(message, "message")
     except Invalid as exc:
         errors.update(exc.errors)
     if message == "" and not payload.get("continue"):
@@ -416,7 +285,7 @@ def split_body(body: dict) -> dict:
             params[name] = value
     if "stream_options" in params and params.get("stream") is not True:
         skipped["stream_options"] = params.pop("stream_options") and "is only allowed when stream is true"
-    messages = [_imported_message(m) for m in body.get("messages") or [] if isinstance(m, dict)]
+    messages = imported_messages(body.get("messages") or [])
     system = ""
     if messages and messages[0]["role"] == "system" and isinstance(messages[0]["content"], str):
         system = messages.pop(0)["content"]
@@ -430,6 +299,21 @@ def split_body(body: dict) -> dict:
         "extra_body": extra,
         "skipped": skipped,
     }
+
+
+def imported_messages(given: list) -> list[dict]:
+    """A pasted body's messages, read leniently (a role it lacks is the user's, a content
+    part without a type is text, …) and then held to the message rules; Invalid names
+    each bad field (`messages[2].tool_call_id`)."""
+    messages, errors = [], {}
+    for i, message in enumerate(given):
+        if isinstance(message, dict):
+            cleaned, problems = message_problems(_imported_message(message), f"messages[{i}]")
+            messages.append(cleaned)
+            errors.update(problems)
+    if errors:
+        raise Invalid(errors)
+    return messages
 
 
 def _imported_message(message: dict) -> dict:

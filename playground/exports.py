@@ -1,13 +1,14 @@
-"""Export a conversation as JSON (its exact wire message list) or Markdown, and import it back.
+"""The conversation export format, both ways: a conversation as JSON (its exact wire
+message list) or Markdown, and an export read back as the fields of new messages.
 
 The JSON export is a chat-completions body: `model`, `messages` (exactly
 `Conversation.history()`) and the parameters of the latest visible run, so it can
 be sent as it is or pasted into "Import request". What is not part of the wire
 (format marker, title, export time, stored reasoning) sits under one key,
-`playground_export`, which the importers here skip.
+`playground_export` (EXPORT_KEY), which the importers skip.
 
-Importing creates a new conversation holding every message as a turn; each
-message is checked, and a refusal names the field (`messages[3].tool_call_id`).
+Reading one back checks every message by the message rules
+(playground.validation.messages); a refusal names the field (`messages[3].tool_call_id`).
 """
 
 from __future__ import annotations
@@ -18,34 +19,17 @@ import json
 import re
 from typing import Any
 
-from django.conf import settings
-from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path
 from django.utils import timezone
-from django.utils.http import content_disposition_header
 from django.utils.text import slugify
-from django.views.decorators.http import require_GET, require_POST
 
-from playground.forms import EXPORT_META_KEY, RESERVED, ROLES, Invalid, part_problem, split_body
 from playground.models import Conversation, Message, Run
-from playground.snippets import ImportError_, parse_request
 from playground.tokens import content_text
-from playground.views import (
-    Forbidden,
-    api,
-    conversation_for,
-    current_workspace,
-    json_error,
-    membership_for,
-    read_json,
-    title_from,
-)
+from playground.transcripts import title_from
+from playground.validation import EXPORT_META_KEY, RESERVED, Invalid, message_problems
 
 EXPORT_KEY = EXPORT_META_KEY
 FORMAT = "relay-playground.conversation"
 VERSION = 1
-NAME_MAX = 100  # Message.name and Message.tool_call_id
 SHOWN_ERRORS = 5
 
 
@@ -97,31 +81,8 @@ def export_document(conv: Conversation) -> dict:
     return document
 
 
-def download(content: str, filename: str, content_type: str) -> HttpResponse:
-    response = HttpResponse(content, content_type=content_type)
-    response["Content-Disposition"] = content_disposition_header(True, filename)
-    response["Cache-Control"] = "private, no-store"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
 def file_stem(conv: Conversation) -> str:
     return slugify(conv.title, allow_unicode=True)[:80].strip("-_") or f"conversation-{conv.id}"
-
-
-@require_GET
-@api
-def export_json(request: HttpRequest, conversation_id: int) -> HttpResponse:
-    conv = conversation_for(request.user, conversation_id)
-    text = json.dumps(export_document(conv), ensure_ascii=False, indent=2) + "\n"
-    return download(text, f"{file_stem(conv)}.json", "application/json; charset=utf-8")
-
-
-@require_GET
-@api
-def export_markdown(request: HttpRequest, conversation_id: int) -> HttpResponse:
-    conv = conversation_for(request.user, conversation_id)
-    return download(to_markdown(conv), f"{file_stem(conv)}.md", "text/markdown; charset=utf-8")
 
 
 # ---------------------------------------------------------------------------- Markdown
@@ -256,20 +217,6 @@ def run_footer(run: Run, choice_index: int) -> str:
 # ---------------------------------------------------------------------------- import
 
 
-def read_document(request: HttpRequest) -> dict:
-    """The posted export: the JSON document itself, or {"text": the file's text}."""
-    # Exports of conversations with uploaded images outgrow the API's usual limit.
-    data = read_json(request, limit=settings.PLAYGROUND_IMPORT_MAX_BYTES)
-    if "messages" not in data and "text" in data:
-        if not isinstance(data["text"], str):
-            raise Invalid({"text": "must be the file's text"})
-        try:
-            return parse_request(data["text"])["body"]
-        except ImportError_ as exc:
-            raise Invalid({"text": f"This is not a conversation export. {exc}"}) from None
-    return data
-
-
 def clean_document(document: dict) -> tuple[list[dict], dict]:
     """Every message as a Message's fields, and the export's metadata; Invalid naming each bad field."""
     errors: dict[str, str] = {}
@@ -280,7 +227,11 @@ def clean_document(document: dict) -> tuple[list[dict], dict]:
         raw = []
     elif not raw:
         errors["messages"] = "is empty: there is nothing to import"
-    messages = [clean_message(message, f"messages[{i}]", errors) for i, message in enumerate(raw)]
+    messages = []
+    for i, message in enumerate(raw):
+        cleaned, problems = message_problems(message, f"messages[{i}]")
+        messages.append(cleaned)
+        errors.update(problems)
     for key, text in meta.get("reasoning", {}).items():
         index = int(key)
         if index >= len(messages) or messages[index].get("role") != Message.Role.ASSISTANT:
@@ -288,8 +239,17 @@ def clean_document(document: dict) -> tuple[list[dict], dict]:
         else:
             messages[index]["reasoning"] = text
     if errors:
-        raise Invalid(errors)
+        raise Invalid(errors, message=summary(errors))
     return messages, meta
+
+
+def summary(errors: dict[str, str]) -> str:
+    """The first SHOWN_ERRORS fields and why, and how many more."""
+    items = list(errors.items())
+    text = "; ".join(f"{k}: {v}" for k, v in items[:SHOWN_ERRORS])
+    if len(items) > SHOWN_ERRORS:
+        text += f"; and {len(items) - SHOWN_ERRORS} more"
+    return text
 
 
 def clean_meta(meta: Any, errors: dict) -> dict:
@@ -326,96 +286,6 @@ def clean_meta(meta: Any, errors: dict) -> dict:
     return cleaned
 
 
-MESSAGE_FIELDS = {"role", "content", "name", "tool_calls", "tool_call_id"}
-# How relays spell an answer's reasoning on the wire; stored as the message's reasoning.
-REASONING_FIELDS = ("reasoning_content", "reasoning")
-
-
-def clean_message(message: Any, at: str, errors: dict) -> dict:
-    if not isinstance(message, dict):
-        errors[at] = "must be an object with a role and content"
-        return {}
-    out: dict[str, Any] = {}
-    role = message.get("role")
-    if role not in ROLES:
-        errors[f"{at}.role"] = f"must be one of {', '.join(ROLES)}"
-    out["role"] = role
-    out["content"] = clean_content(message, role, at, errors)
-    for field in ("name", "tool_call_id"):
-        value = message.get(field)
-        if value is None:
-            continue
-        if not isinstance(value, str) or len(value) > NAME_MAX:
-            errors[f"{at}.{field}"] = f"must be text of at most {NAME_MAX} characters"
-        elif value:
-            out[field] = value
-    missing_id = not out.get("tool_call_id", "").strip() and f"{at}.tool_call_id" not in errors
-    if role == Message.Role.TOOL and missing_id:
-        errors[f"{at}.tool_call_id"] = "a tool result needs the id of the tool call it answers"
-    calls = message.get("tool_calls")
-    if calls:
-        if role != Message.Role.ASSISTANT:
-            errors[f"{at}.tool_calls"] = "only assistant messages carry tool calls"
-        elif problem := tool_calls_problem(calls, f"{at}.tool_calls"):
-            errors.update(problem)
-        else:
-            out["tool_calls"] = calls
-    for field in REASONING_FIELDS:
-        value = message.get(field)
-        if value is None:
-            continue
-        if role != Message.Role.ASSISTANT or not isinstance(value, str):
-            errors[f"{at}.{field}"] = "only an assistant message carries reasoning, as text"
-        elif value:
-            out["reasoning"] = value
-    for field, value in message.items():
-        if field not in MESSAGE_FIELDS and field not in REASONING_FIELDS and value is not None:
-            errors[f"{at}.{field}"] = "is not a message field the playground keeps; remove it"
-    return out
-
-
-def clean_content(message: dict, role: Any, at: str, errors: dict) -> str | list:
-    if "content" not in message or message["content"] is None:
-        # The wire allows an answer that only calls tools to leave content out (or null).
-        if role != Message.Role.ASSISTANT:
-            errors[f"{at}.content"] = "is missing"
-        return ""
-    content = message["content"]
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list) or not content:
-        errors[f"{at}.content"] = "must be text or a non-empty list of content parts"
-        return ""
-    for j, part in enumerate(content):
-        if problem := part_problem(part):
-            sub, why = problem
-            errors[f"{at}.content[{j}]" + (f".{sub}" if sub else "")] = why
-    return content
-
-
-def tool_calls_problem(calls: Any, at: str) -> dict[str, str]:
-    if not isinstance(calls, list):
-        return {at: "must be a list of tool calls"}
-    for k, call in enumerate(calls):
-        where = f"{at}[{k}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            return {f"{where}.function": 'needs {"name": …, "arguments": "…"}'}
-        if not isinstance(function.get("arguments", ""), str):
-            return {f"{where}.function.arguments": "must be a string of JSON, as on the wire"}
-        if not isinstance(call.get("id", ""), str):
-            return {f"{where}.id": "must be text"}
-    return {}
-
-
-def error_response(exc: Invalid) -> JsonResponse:
-    items = list(exc.errors.items())
-    text = "; ".join(f"{k}: {v}" for k, v in items[:SHOWN_ERRORS])
-    if len(items) > SHOWN_ERRORS:
-        text += f"; and {len(items) - SHOWN_ERRORS} more"
-    return json_error(exc.status, text, fields=exc.errors)
-
-
 def imported_title(meta: dict, messages: list[dict]) -> str:
     if meta.get("title"):
         return meta["title"]
@@ -424,49 +294,3 @@ def imported_title(meta: dict, messages: list[dict]) -> str:
             if (role is None or message["role"] == role) and content_text(message["content"]).strip():
                 return title_from(message["content"])
     return "Imported conversation"
-
-
-@require_POST
-@api
-def import_conversation(request: HttpRequest) -> JsonResponse:
-    """An exported conversation (or any chat-completions body) becomes a new conversation."""
-    workspace = current_workspace(request)
-    if not membership_for(request.user, workspace.id).can_run:
-        raise Forbidden("Viewers cannot import conversations.")
-    try:
-        document = read_document(request)
-        messages, meta = clean_document(document)
-    except Invalid as exc:
-        return error_response(exc)
-    wire = {k: v for k, v in document.items() if k not in ("messages", EXPORT_KEY)}
-    fields = split_body(wire)
-    # A leading system message is the System prompt box's, which lives at position 0.
-    first = 0 if messages[0]["role"] == Message.Role.SYSTEM else 1
-    with transaction.atomic():
-        conv = Conversation.objects.create(
-            workspace=workspace, creator=request.user, title=imported_title(meta, messages)
-        )
-        Message.objects.bulk_create(
-            Message(conversation=conv, position=position, **message)
-            for position, message in enumerate(messages, start=first)
-        )
-    system = messages[0]["content"] if first == 0 and isinstance(messages[0]["content"], str) else ""
-    return JsonResponse(
-        {
-            "conversation": conv.to_dict(),
-            "messages": len(messages),
-            "model": fields["model"],
-            "system": system,
-            "params": fields["params"],
-            "extra_body": fields["extra_body"],
-            "skipped": fields["skipped"],
-        },
-        status=201,
-    )
-
-
-urlpatterns = [
-    path("api/conversations/import/", import_conversation, name="api-import-conversation"),
-    path("api/conversations/<id:conversation_id>/export.json", export_json, name="api-export-json"),
-    path("api/conversations/<id:conversation_id>/export.md", export_markdown, name="api-export-md"),
-]
