@@ -35,7 +35,7 @@ from playground.upstream import (
     UpstreamError,
     UpstreamTimeout,
     Usage,
-    _Utf8Repair,
+    Utf8Repair,
     list_models,
     parse_retry_after,
     wait_text,
@@ -478,7 +478,7 @@ def test_issue15_4_invalid_utf8_in_a_json_answer_is_replaced_and_noted(relay):
 def test_issue15_4_utf8_repair_matches_decode_with_replace_however_the_bytes_are_cut(raw):
     expected = raw.decode("utf-8", "replace")
     for size in (1, 2, 3, len(raw)):
-        repair = _Utf8Repair()
+        repair = Utf8Repair()
         out = b"".join(repair.feed(raw[i : i + size]) for i in range(0, len(raw), size))
         out += repair.feed(b"", final=True)
         assert out.decode() == expected
