@@ -37,6 +37,7 @@ from playground.upstream import (
     Usage,
     Utf8Repair,
     list_models,
+    loop_reader,
     parse_retry_after,
     wait_text,
 )
@@ -213,7 +214,11 @@ def close_soon(fake: FakeRelay) -> None:
 
 @contextlib.contextmanager
 def serving(reader: str, tls: ssl.SSLContext | None = None) -> Iterator[FakeRelay]:
-    """A local relay whose streams the tests read with `reader` ("thread" or "loop")."""
+    """A local relay whose streams the tests read with `reader` ("thread" or "loop"); a
+    test reading on the loop is skipped when the loop reader is off (PLAYGROUND_FAST_PATHS):
+    every body is then read as "thread" reads it."""
+    if reader == "loop" and not loop_reader.enabled():
+        pytest.skip("the loop reader is off (PLAYGROUND_FAST_PATHS)")
     fake = FakeRelay(tls=tls)
     fake.reader = reader
     try:
