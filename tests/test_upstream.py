@@ -1640,3 +1640,22 @@ def test_it_leaves_a_think_tag_written_mid_answer_as_text():
 
 def test_it_keeps_a_lone_partial_tag_as_text():
     assert fold_contents("<th") == ("<th", "")
+
+
+def test_without_the_urllib3_internals_it_reads_the_stock_way_after_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(loop_reader, "_usable", None)
+    monkeypatch.setattr(loop_reader, "_missing_internals", lambda: "urllib3 9.0 is not version 2")
+    caplog.set_level("WARNING", logger=loop_reader.__name__)
+    with serving("thread") as fake:
+        fake.reader = "loop"  # read as the relay reads: offered to a loop first
+        events = [chunk("Hello"), chunk(" world"), chunk(finish="stop")]
+        for _ in range(2):
+            fake.script(sse(events))
+            stream = open_stream(fake)
+            assert list(stream) == events
+            assert stream.on_loop is False
+    assert not loop_reader.enabled()
+    warnings = [r.getMessage() for r in caplog.records if r.name == loop_reader.__name__]
+    assert warnings == [
+        "PLAYGROUND_FAST_PATHS: loop_reader is off: urllib3 9.0 is not version 2; streams are read by threads"
+    ]
