@@ -24,7 +24,6 @@ from playground.relay.control import (
     start_run,
     stop_run,
 )
-from playground.relay.events import run_done as done_event
 from playground.relay.handle import RunHandle, Target
 from playground.relay.store import (
     FINAL_FIELDS,
@@ -41,7 +40,6 @@ __all__ = [
     "RelayBusy",
     "RunHandle",
     "Target",
-    "done_event",
     "ensure_started_from_thread",
     "is_stale",
     "local_snapshot",
