@@ -26,6 +26,7 @@ from django.conf import settings
 
 from playground import relay
 from playground.models import Conversation, Membership, Run
+from playground.relay import events
 from playground.signals import user_group
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await relay.process.ensure_started()
         runs = await self.active_runs()
-        await self.send_json({"type": "sync", "active": [run.id for run in runs]})
+        await self.send_json(events.sync([run.id for run in runs]))
         for run in runs:
             await self.send_snapshot(run)
 
@@ -209,7 +210,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if run.owner and run.is_active:
             # The run streams in another process: ask it, and hold its events meanwhile.
             self.waiting.setdefault(run.id, [])  # a catch-up holds the event that started it
-            request = {"type": "run.snapshot_request", "run": run.id, "reply_to": self.channel_name}
+            request = events.snapshot_request(run.id, self.channel_name)
             await self.channel_layer.send(run.owner, request)
             asyncio.get_running_loop().call_later(
                 SNAPSHOT_TIMEOUT, lambda: asyncio.ensure_future(self.snapshot_timeout(run.id))
@@ -220,7 +221,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def forward_snapshot(self, state: dict) -> None:
         run_id = state["id"]
         self.seqs[run_id] = state["seq"]
-        await self.send_json({"type": "snapshot", "run": state})
+        await self.send_json(events.snapshot(state))
         for event in self.waiting.pop(run_id, []):
             await self.forward(event)
 
@@ -274,12 +275,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(event)
 
     async def forward(self, event: dict) -> None:
-        run_id = event["run"]["id"] if isinstance(event["run"], dict) else event["run"]
+        run_id = events.run_id_of(event)
         if run_id in self.waiting:
             self.waiting[run_id].append(event)
             return
         seq, last = event["seq"], self.seqs.get(run_id)
-        if event["type"] == "run.done":
+        if event["type"] == events.RUN_DONE:
             # The final state always wins, even numbered below what we relayed: a run
             # reconciled after its process died ends at its last checkpoint.
             self.seqs[run_id] = max(seq, last or 0)
@@ -287,10 +288,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         if last is not None and seq <= last:
             return
-        if last is None and event["type"] == "run.delta":
+        if last is None and event["type"] == events.RUN_DELTA:
             await self.catch_up(run_id, event)
             return
-        if event["type"] == "run.delta" and seq != (last or 0) + 1:
+        if event["type"] == events.RUN_DELTA and seq != (last or 0) + 1:
             # A gap: the layer dropped messages for us. Resync from a fresh snapshot.
             await self.close(code=CLOSE_BEHIND)
             return

@@ -9,12 +9,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS, connections, models
-from django.db.transaction import TransactionManagementError
+from django.db import models
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from playground import keys, netguard
-from playground.upstream import wire_json
+from playground.upstream.http import wire_json
 
 DEMO_PROVIDER_NAME = "Demo"
 DEMO_MODELS = ("demo-echo", "demo-lorem")
@@ -102,89 +102,10 @@ def cost_of(prices: dict, model: str, prompt: int | None, completion: int | None
     return Decimal(str(round(dollars, 8)))
 
 
-# The statements every run makes are written as SQL (the reads here, `insert` and
-# `update_sql` for the writes): Django built them in about a millisecond of Python each
-# (annotate with a subquery, `.first()`'s ordering, a related manager, a 20-field
-# INSERT), the queries themselves taking 0.03-0.1 ms; and while the event loop relays
-# other answers that Python waits for the GIL (a submission's checks took 33 ms at 50
-# streams). `Manager.raw` still builds model instances with every field's converters,
-# and the writes take each field's `get_db_prep_save`.
-
-
-STATEMENTS = {
-    # The conversation, and the user's role in its workspace (NULL: not a member).
-    "conversation_for_member": "SELECT c.*, (SELECT m.role FROM {membership} m"
-    " WHERE m.user_id = %s AND m.workspace_id = c.workspace_id LIMIT 1) AS member_role"
-    " FROM {conversation} c WHERE c.id = %s",
-    "usable_provider": "SELECT * FROM {provider} WHERE id = %s AND workspace_id = %s AND enabled = %s",
-    "conversation_messages": "SELECT * FROM {message} WHERE conversation_id = %s"
-    " ORDER BY position, choice_index, id",
-}
-
-
-_quoted: dict[tuple[str, str], str] = {}  # (vendor, statement name) -> SQL
-_inserts: dict[tuple[str, str], str] = {}  # (vendor, model label) -> SQL
-
-
-def sql_for(alias: str, name: str) -> str:
-    """The statement `name` of STATEMENTS, its table names quoted for database `alias`."""
-    connection = connections[alias]
-    key = (connection.vendor, name)
-    if key not in _quoted:
-        quote = connection.ops.quote_name
-        named = (Membership, Provider, Conversation, Message)
-        _quoted[key] = STATEMENTS[name].format(**{m.__name__.lower(): quote(m._meta.db_table) for m in named})
-    return _quoted[key]
-
-
-def update_sql(model, fields: list, condition: str = "") -> str:
-    """An UPDATE of `fields` of one row of `model` (by id, then `condition`), for the
-    writes every run makes (see `sql_for`). Its parameters: each field's
-    `get_db_prep_save` of the new value, then the id."""
-    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
-    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
-    return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE id = %s{condition}"
-
-
-def update_of(instance: models.Model, names: list[str]) -> tuple[str, list]:
-    """The UPDATE of the fields `names` of `instance`'s row, and its parameters (the
-    fields' values as `instance` holds them, prepared for the database)."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    fields = [instance._meta.get_field(name) for name in names]
-    values = [f.get_db_prep_save(getattr(instance, f.attname), connection) for f in fields]
-    return update_sql(type(instance), fields), [*values, instance.pk]
-
-
-def insert(instance: models.Model) -> models.Model:
-    """`instance.save()` for a new row without signals, as one INSERT whose text is
-    built once per model (see `sql_for`); the instance gets its id."""
-    if isinstance(instance, Run):
-        instance.store_request_texts()  # as Run.save() does
-    model, connection = type(instance), connections[DEFAULT_DB_ALIAS]
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    returns = connection.features.can_return_columns_from_insert
-    key = (connection.vendor, model._meta.label)
-    if key not in _inserts:
-        quote = connection.ops.quote_name
-        columns = ", ".join(quote(f.column) for f in fields)
-        placeholders = ", ".join(["%s"] * len(fields))
-        returning = f" RETURNING {quote(model._meta.pk.column)}" if returns else ""
-        table = quote(model._meta.db_table)
-        _inserts[key] = f"INSERT INTO {table} ({columns}) VALUES ({placeholders}){returning}"
-    with connection.cursor() as cursor:
-        cursor.execute(_inserts[key], values)
-        pk = cursor.fetchone()[0] if returns else cursor.lastrowid
-    instance.pk = model._meta.pk.to_python(pk)
-    instance._state.adding, instance._state.db = False, DEFAULT_DB_ALIAS
-    return instance
-
-
 class ProviderManager(models.Manager):
     def usable(self, provider_id: int, workspace_id: int) -> Provider | None:
-        """The provider if it is an enabled one of the workspace (in SQL: see `sql_for`)."""
-        sql = sql_for(self.db, "usable_provider")
-        return next(iter(self.raw(sql, [provider_id, workspace_id, True])), None)
+        """The provider if it is an enabled one of the workspace, else None."""
+        return self.filter(id=provider_id, workspace_id=workspace_id, enabled=True).first()
 
 
 class Provider(models.Model):
@@ -251,15 +172,16 @@ class Provider(models.Model):
 class ConversationManager(models.Manager):
     def for_member(self, user_id: int | None, conversation_id: int, lock: bool = False):
         """The conversation, its `member_role` the user's role in its workspace (None: not
-        a member). `lock`, inside a transaction, locks its row until the commit (where the
-        database can: SQLite's transactions here take the write lock as they begin)."""
-        connection = connections[self.db]
-        sql = sql_for(self.db, "conversation_for_member")
-        if lock and connection.get_autocommit():  # as select_for_update() does
-            raise TransactionManagementError("A locking read needs a transaction.")
-        if lock and connection.features.has_select_for_update:
-            sql += " FOR UPDATE OF c" if connection.features.has_select_for_update_of else " FOR UPDATE"
-        return next(iter(self.raw(sql, [user_id, conversation_id])), None)
+        a member). `lock`, inside a transaction, locks its row until the commit
+        (`select_for_update`: where the database can; SQLite's transactions here take the
+        write lock as they begin). Outside a transaction a locking read raises
+        TransactionManagementError."""
+        membership = Membership.objects.filter(user_id=user_id, workspace_id=OuterRef("workspace_id"))
+        role = membership.values("role")
+        found = self.filter(id=conversation_id).annotate(member_role=Subquery(role[:1])).order_by()
+        if lock:
+            found = found.select_for_update(of=("self",))
+        return next(iter(found), None)
 
 
 class Conversation(models.Model):
@@ -296,9 +218,9 @@ class Conversation(models.Model):
         return [m.to_wire(reasoning_field) for m in messages if m.in_history]
 
     def ordered_messages(self) -> list[Message]:
-        """Its messages in order (in SQL: see `sql_for`)."""
-        sql = sql_for(self._state.db or "default", "conversation_messages")
-        return list(Message.objects.raw(sql, [self.id]))
+        """Its messages in transcript order (position, choice, id)."""
+        in_order = Message.objects.filter(conversation_id=self.id).order_by("position", "choice_index", "id")
+        return list(in_order)
 
     def to_dict(self) -> dict:
         return {
@@ -388,7 +310,7 @@ class Run(models.Model):
     username = models.CharField(max_length=150, blank=True)
     provider = models.ForeignKey(Provider, models.SET_NULL, null=True, related_name="runs")
     provider_name = models.CharField(max_length=100)
-    model = models.CharField(max_length=255)  # forms.MODEL_MAX
+    model = models.CharField(max_length=255)  # validation.MODEL_MAX
     # The body exactly as sent (it never holds the key) and the headers with the key masked.
     base_url = models.CharField(max_length=500, blank=True)
     # The text sent with its "messages" array cut out at `request_messages_at` (None: no
@@ -435,7 +357,7 @@ class Run(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Taken out of the transcript by hand; still counted in the usage ledger.
     hidden = models.BooleanField(default=False)
-    # The verdicts on its JSON output (playground.checks.output_checks), computed once as it
+    # The verdicts on its JSON output (playground.schema_verdicts.output_checks), computed once as it
     # ends; null while it runs and when the request asked for no JSON output.
     checks = models.JSONField(null=True, blank=True)
 
@@ -651,7 +573,7 @@ class Preset(models.Model):
     name = models.CharField(max_length=100)
     shared = models.BooleanField(default=False, help_text="Visible to everyone in the workspace.")
     provider = models.ForeignKey(Provider, models.SET_NULL, null=True, blank=True, related_name="+")
-    model = models.CharField(max_length=255, blank=True)  # forms.MODEL_MAX
+    model = models.CharField(max_length=255, blank=True)  # validation.MODEL_MAX
     system = models.TextField(blank=True)
     # Wire parameters, validated like a run's; unset ones are absent.
     params = models.JSONField(default=dict, blank=True)

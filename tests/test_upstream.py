@@ -35,8 +35,9 @@ from playground.upstream import (
     UpstreamError,
     UpstreamTimeout,
     Usage,
-    _Utf8Repair,
+    Utf8Repair,
     list_models,
+    loop_reader,
     parse_retry_after,
     wait_text,
 )
@@ -213,7 +214,11 @@ def close_soon(fake: FakeRelay) -> None:
 
 @contextlib.contextmanager
 def serving(reader: str, tls: ssl.SSLContext | None = None) -> Iterator[FakeRelay]:
-    """A local relay whose streams the tests read with `reader` ("thread" or "loop")."""
+    """A local relay whose streams the tests read with `reader` ("thread" or "loop"); a
+    test reading on the loop is skipped when the loop reader is off (PLAYGROUND_FAST_PATHS):
+    every body is then read as "thread" reads it."""
+    if reader == "loop" and not loop_reader.enabled():
+        pytest.skip("the loop reader is off (PLAYGROUND_FAST_PATHS)")
     fake = FakeRelay(tls=tls)
     fake.reader = reader
     try:
@@ -478,7 +483,7 @@ def test_issue15_4_invalid_utf8_in_a_json_answer_is_replaced_and_noted(relay):
 def test_issue15_4_utf8_repair_matches_decode_with_replace_however_the_bytes_are_cut(raw):
     expected = raw.decode("utf-8", "replace")
     for size in (1, 2, 3, len(raw)):
-        repair = _Utf8Repair()
+        repair = Utf8Repair()
         out = b"".join(repair.feed(raw[i : i + size]) for i in range(0, len(raw), size))
         out += repair.feed(b"", final=True)
         assert out.decode() == expected
@@ -1635,3 +1640,22 @@ def test_it_leaves_a_think_tag_written_mid_answer_as_text():
 
 def test_it_keeps_a_lone_partial_tag_as_text():
     assert fold_contents("<th") == ("<th", "")
+
+
+def test_without_the_urllib3_internals_it_reads_the_stock_way_after_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(loop_reader, "_usable", None)
+    monkeypatch.setattr(loop_reader, "_missing_internals", lambda: "urllib3 9.0 is not version 2")
+    caplog.set_level("WARNING", logger=loop_reader.__name__)
+    with serving("thread") as fake:
+        fake.reader = "loop"  # read as the relay reads: offered to a loop first
+        events = [chunk("Hello"), chunk(" world"), chunk(finish="stop")]
+        for _ in range(2):
+            fake.script(sse(events))
+            stream = open_stream(fake)
+            assert list(stream) == events
+            assert stream.on_loop is False
+    assert not loop_reader.enabled()
+    warnings = [r.getMessage() for r in caplog.records if r.name == loop_reader.__name__]
+    assert warnings == [
+        "PLAYGROUND_FAST_PATHS: loop_reader is off: urllib3 9.0 is not version 2; streams are read by threads"
+    ]

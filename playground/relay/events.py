@@ -1,0 +1,95 @@
+"""The events of a conversation's stream: their type names and the one builder of each.
+
+The relay publishes them to the conversation's group on the channel layer, the
+consumer (playground.consumers) forwards them to browsers, and the tests read
+them (tests/events.py). A type's dots become underscores in the name of the
+consumer's handler (channels' rule): `run.delta` -> `run_delta`.
+
+Browser-facing:
+- `sync`: sent once on connect, the ids of the runs in progress.
+- `snapshot`: one run's state (`Run.to_dict()`, with the live text so far and
+  its `seq` when the run streams).
+- `run.started`: a run was submitted: the run and the messages it added.
+- `run.delta`: the text added since the previous delta, numbered `seq` (1, 2, …).
+- `run.done`: the run's complete final state and its answer messages, numbered
+  past the last delta; it always wins over what came before.
+- `conversation.changed`: the conversation was renamed or deleted.
+
+Between processes (on the owning process's control channel):
+- `run.stop`: stop the run.
+- `run.snapshot_request` -> `run.snapshot`: the owner's live state of a run, sent
+  to the asking consumer's channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SYNC = "sync"
+SNAPSHOT = "snapshot"
+RUN_STARTED = "run.started"
+RUN_DELTA = "run.delta"
+RUN_DONE = "run.done"
+CONVERSATION_CHANGED = "conversation.changed"
+RUN_STOP = "run.stop"
+SNAPSHOT_REQUEST = "run.snapshot_request"
+SNAPSHOT_REPLY = "run.snapshot"
+
+
+def group_of(conversation_id: int | None) -> str:
+    """The channel-layer group of a conversation's watchers."""
+    return f"conversation-{conversation_id}"
+
+
+def sync(active: list[int]) -> dict:
+    return {"type": SYNC, "active": active}
+
+
+def snapshot(state: dict) -> dict:
+    """`state`: the run's `to_dict()`, overlaid with its live state when it streams."""
+    return {"type": SNAPSHOT, "run": state}
+
+
+def run_started(run: dict, messages: list[dict]) -> dict:
+    return {"type": RUN_STARTED, "run": run, "messages": messages}
+
+
+def run_delta(run_id: int, seq: int, choices: list[dict]) -> dict:
+    """`choices`: per choice index, what it added (content, reasoning, tool_calls,
+    logprobs, finish_reason)."""
+    return {"type": RUN_DELTA, "run": run_id, "seq": seq, "choices": choices}
+
+
+def run_done(run: Any, messages: list[Any]) -> dict:
+    """The last event of a run (`run` a Run, `messages` its answer's Messages): its
+    complete state, so a client that missed deltas heals."""
+    return {
+        "type": RUN_DONE,
+        "run": run.to_dict(),
+        "seq": run.last_seq,
+        "messages": [m.to_dict() for m in messages],
+    }
+
+
+def conversation_changed(conversation_id: int, **change: Any) -> dict:
+    """`change`: `title=` the new title, or `deleted=True`."""
+    return {"type": CONVERSATION_CHANGED, "conversation": conversation_id, **change}
+
+
+def run_stop(run_id: int) -> dict:
+    return {"type": RUN_STOP, "run": run_id}
+
+
+def snapshot_request(run_id: int, reply_to: str) -> dict:
+    return {"type": SNAPSHOT_REQUEST, "run": run_id, "reply_to": reply_to}
+
+
+def snapshot_reply(run_id: int, live: dict | None) -> dict:
+    """`live`: the owner's `RunHandle.snapshot()`, None when it no longer runs it."""
+    return {"type": SNAPSHOT_REPLY, "run": run_id, "snapshot": live}
+
+
+def run_id_of(event: dict) -> int:
+    """The run an event is about (`run` is the run's dict in run.started and run.done)."""
+    run = event["run"]
+    return run["id"] if isinstance(run, dict) else run
