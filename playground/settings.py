@@ -90,27 +90,6 @@ TEMPLATES = [
     },
 ]
 
-DATA_DIR = Path(os.getenv("PLAYGROUND_DATA_DIR", BASE_DIR / "var"))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'playground.sqlite3'}"),
-        # Request threads (pooled with the request_threads fast path) keep their connection.
-        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
-    )
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL + a busy timeout: relay threads write while page views read.
-    DATABASES["default"]["OPTIONS"] = {
-        "timeout": 20,
-        "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-    # A file, not :memory:: relay threads write while the test's connection reads.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-
 # Speed changes to third-party internals (playground.server), each installed only when
 # named here: "all" (default), "none", or a comma list of these names. Stock mode ("none")
 # is fully supported; the suite runs in both modes.
@@ -149,6 +128,29 @@ IN_MEMORY_CHANNEL_LAYER = (
     if "memory_layer" in FAST_PATHS
     else "channels.layers.InMemoryChannelLayer"
 )
+
+DATA_DIR = Path(os.getenv("PLAYGROUND_DATA_DIR", BASE_DIR / "var"))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'playground.sqlite3'}"),
+        # Persistent only where request threads are pooled (the request_threads fast path)
+        # and keep their connection: Django's own ASGI handler runs each request on a new
+        # thread, which would leave its connection open (Django: disable them under ASGI).
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60 if "request_threads" in FAST_PATHS else 0),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + a busy timeout: relay threads write while page views read.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not :memory:: relay threads write while the test's connection reads.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.getenv("REDIS_URL", "")
 # Bounded per-connection queue: a websocket client that falls further behind than this
