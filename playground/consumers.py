@@ -13,15 +13,12 @@ deltas queued after it then mostly drop as repeats.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
-from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from playground import relay
@@ -44,38 +41,10 @@ def find_run(run_id: int) -> Run | None:
 
 
 class ConversationConsumer(AsyncJsonWebsocketConsumer):
-    async def __call__(self, scope, receive, send) -> None:
-        """channels' AsyncConsumer.__call__, with one reading loop per source.
-
-        channels waits on both sources with `asyncio.wait(FIRST_COMPLETED)` and two
-        fresh tasks per message; measured, that was half the cost of relaying an event
-        in-process. Here each source has a loop of its own, and a lock keeps dispatch
-        one message at a time, in order per source, as channels does.
-        """
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        self.base_send = send
-        lock = self.dispatch_lock = asyncio.Lock()
-
-        async def pump(source) -> None:
-            while True:
-                message = await source()
-                async with lock:
-                    await self.dispatch(message)
-
-        channel = functools.partial(self.channel_layer.receive, self.channel_name)
-        pumps = [asyncio.ensure_future(pump(receive)), asyncio.ensure_future(pump(channel))]
-        try:
-            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
-        except StopConsumer:
-            pass
-        finally:
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # One message handled at a time, and the access recheck between them.
+        self.dispatch_lock = asyncio.Lock()
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -112,7 +81,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        async with self.dispatch_lock:
+            await handler(message)
 
     async def send_json(self, content: dict, close: bool = False) -> None:
         """One websocket frame per event, handed straight to the server's send (channels

@@ -57,9 +57,9 @@ INSTALLED_APPS = [
     "playground",
 ]
 
-# Django's stock middleware. ServeStatic, which runs only async, comes first: every
-# middleware below it runs synchronously, in one trip to a request thread with the view
-# (playground.middleware.ASGIHandler); static files are answered before any of them.
+# Django's stock middleware. ServeStatic, which runs only async, comes first: static files
+# are answered before any of the others (with the request_threads fast path, every
+# middleware below it runs synchronously, in one trip to a request thread with the view).
 MIDDLEWARE = [
     "servestatic.middleware.ServeStaticMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -90,13 +90,54 @@ TEMPLATES = [
     },
 ]
 
+# Speed changes to third-party internals (playground.server), each installed only when
+# named here: "all" (default), "none", or a comma list of these names. Stock mode ("none")
+# is fully supported; the suite runs in both modes.
+FAST_PATH_NAMES = (
+    "request_threads",  # Django's ASGI handler on pooled threads, sync middleware in one trip
+    "ws_session",  # channels' SessionMiddleware without its per-frame send wrapper
+    "ws_frames",  # autobahn's text frames built in one step
+    "eager_write",  # Twisted TCP writes sent at once when nothing is queued
+    "memory_layer",  # the trimmed in-memory channel layer
+    "consumer_loop",  # one reading loop per source in the conversation consumer
+    "loop_reader",  # upstream SSE read on the event loop from urllib3's socket
+    "gil_switch",  # sys.setswitchinterval(PLAYGROUND_GIL_SWITCH_MS)
+    "gc_freeze",  # gc.freeze() of the loaded code after start-up
+)
+
+
+def _fast_paths(value: str) -> frozenset[str]:
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    if names == {"all"}:
+        return frozenset(FAST_PATH_NAMES)
+    if names <= {"none"}:
+        return frozenset()
+    unknown = names - set(FAST_PATH_NAMES)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"PLAYGROUND_FAST_PATHS: unknown {', '.join(sorted(unknown))}; "
+            f"use all, none or a comma list of {', '.join(FAST_PATH_NAMES)}"
+        )
+    return frozenset(names)
+
+
+FAST_PATHS = _fast_paths(os.getenv("PLAYGROUND_FAST_PATHS", "all"))
+# channels' in-memory layer, or the trimmed one (playground.server.memory_layer).
+IN_MEMORY_CHANNEL_LAYER = (
+    "playground.server.memory_layer.InMemoryChannelLayer"
+    if "memory_layer" in FAST_PATHS
+    else "channels.layers.InMemoryChannelLayer"
+)
+
 DATA_DIR = Path(os.getenv("PLAYGROUND_DATA_DIR", BASE_DIR / "var"))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
     "default": dj_database_url.parse(
         os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'playground.sqlite3'}"),
-        # Request threads are pooled (playground.middleware) and keep their connection.
-        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60),
+        # Persistent only where request threads are pooled (the request_threads fast path)
+        # and keep their connection: Django's own ASGI handler runs each request on a new
+        # thread, which would leave its connection open (Django: disable them under ASGI).
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60 if "request_threads" in FAST_PATHS else 0),
         conn_health_checks=True,
     )
 }
@@ -116,7 +157,7 @@ REDIS_URL = os.getenv("REDIS_URL", "")
 # many undelivered messages is disconnected and resyncs from a snapshot on reconnect.
 CHANNEL_CAPACITY = envint("PLAYGROUND_CHANNEL_CAPACITY", 200)
 # ...and one that leaves more than this many bytes unread for this long (it stopped
-# reading) is dropped, and resyncs the same way (playground.ws_frames).
+# reading) is dropped, and resyncs the same way (playground.server.backlog).
 WS_BACKLOG_BYTES = envint("PLAYGROUND_WS_BACKLOG_BYTES", 4 * 1024 * 1024)
 WS_BACKLOG_SECONDS = envfloat("PLAYGROUND_WS_BACKLOG_SECONDS", 15)
 # How often an open conversation socket checks again that its user may still see the
@@ -150,7 +191,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "playground.layers.InMemoryChannelLayer",
+            "BACKEND": IN_MEMORY_CHANNEL_LAYER,
             "CONFIG": {"capacity": CHANNEL_CAPACITY},
         }
     }
@@ -218,40 +259,8 @@ RELAY_COALESCE_MS = envfloat("PLAYGROUND_COALESCE_MS", 16)
 # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
 # The server's event loop lets go of the GIL at every socket call, and while a request or
 # relay thread computes it then waits this long to get it back: shorter, the answers the
-# loop relays wait less behind submissions (set for the server process, in asgi.py).
+# loop relays wait less behind submissions (the gil_switch fast path, server process only).
 GIL_SWITCH_MS = envfloat("PLAYGROUND_GIL_SWITCH_MS", 0.5)
-# Speed changes to third-party internals (playground.server), each installed only when
-# named here: "all" (default), "none", or a comma list of these names. Stock mode ("none")
-# is fully supported; the suite runs in both modes.
-FAST_PATH_NAMES = (
-    "request_threads",  # Django's ASGI handler on pooled threads, sync middleware in one trip
-    "ws_session",  # channels' SessionMiddleware without its per-frame send wrapper
-    "ws_frames",  # autobahn's text frames built in one step
-    "eager_write",  # Twisted TCP writes sent at once when nothing is queued
-    "memory_layer",  # the trimmed in-memory channel layer
-    "consumer_loop",  # one reading loop per source in the conversation consumer
-    "loop_reader",  # upstream SSE read on the event loop from urllib3's socket
-    "gil_switch",  # sys.setswitchinterval(PLAYGROUND_GIL_SWITCH_MS)
-    "gc_freeze",  # gc.freeze() of the loaded code after start-up
-)
-
-
-def _fast_paths(value: str) -> frozenset[str]:
-    names = {name.strip() for name in value.split(",") if name.strip()}
-    if names == {"all"}:
-        return frozenset(FAST_PATH_NAMES)
-    if names <= {"none"}:
-        return frozenset()
-    unknown = names - set(FAST_PATH_NAMES)
-    if unknown:
-        raise ImproperlyConfigured(
-            f"PLAYGROUND_FAST_PATHS: unknown {', '.join(sorted(unknown))}; "
-            f"use all, none or a comma list of {', '.join(FAST_PATH_NAMES)}"
-        )
-    return frozenset(names)
-
-
-FAST_PATHS = _fast_paths(os.getenv("PLAYGROUND_FAST_PATHS", "all"))
 RELAY_CHECKPOINT_SECONDS = envfloat("PLAYGROUND_CHECKPOINT_SECONDS", 1.0)
 RELAY_HEARTBEAT_SECONDS = envfloat("PLAYGROUND_HEARTBEAT_SECONDS", 5.0)
 RELAY_STALE_AFTER_SECONDS = envfloat("PLAYGROUND_STALE_AFTER_SECONDS", 20.0)

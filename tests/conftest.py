@@ -25,8 +25,9 @@ def close_thread_connections(django_db_setup, django_db_blocker):
 
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all)())
-        if asgi := sys.modules.get("playground.asgi"):
-            asgi.django_asgi_app.close_idle_threads()
+        asgi = sys.modules.get("playground.asgi")
+        if close_idle_threads := getattr(getattr(asgi, "django_asgi_app", None), "close_idle_threads", None):
+            close_idle_threads()  # the request_threads fast path's pool
 
 
 def pytest_sessionfinish(session):
@@ -109,7 +110,7 @@ def in_memory_channel_layer(settings):
     browser tests in the PostgreSQL + Redis pass)."""
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "playground.layers.InMemoryChannelLayer",
+            "BACKEND": settings.IN_MEMORY_CHANNEL_LAYER,
             "CONFIG": {"capacity": settings.CHANNEL_CAPACITY},
         }
     }

@@ -13,7 +13,10 @@ import time
 
 import pytest
 
+from playground.server import backlog
+from playground.server.ws_frames import probe
 from tests.events import text_of
+from tests.fastpaths import needs
 from tests.servers import AppServer, Client, app_database
 from tests.test_scaleout import connect, expected_lorem, next_event, until
 
@@ -70,6 +73,9 @@ def how_it_ends(sock: socket.socket) -> str:
     return "closed"
 
 
+# Its run's final event (about 1.2 MB: the answer is in it twice) is over autobahn's 1 MiB
+# limit, which stock autobahn applies to what the server sends too; ws_frames does not.
+@needs("ws_frames")
 async def test_a_browser_that_stops_reading_is_dropped_and_resumes_from_a_snapshot(server):
     client = Client(server.url)
     conversation = client.new_conversation()
@@ -132,3 +138,33 @@ async def test_a_client_that_stops_reading_after_a_burst_is_dropped_with_no_fram
     assert await asyncio.to_thread(how_it_ends, stalled) in ("reset", "closed")
     stalled.close()
     await reader.close()
+
+
+def test_a_client_is_dropped_only_after_staying_over_the_backlog_bound(settings, monkeypatch):
+    """In both modes: the frames go out through Daphne's send, or ws_frames' when it is on."""
+    protocol = probe()
+    settings.WS_BACKLOG_BYTES, settings.WS_BACKLOG_SECONDS = 100, 5
+    clock = [1000.0]
+    monkeypatch.setattr(backlog.time, "monotonic", lambda: clock[0])
+    protocol.transport.dataBuffer, protocol.transport.offset = b"x" * 500, 0  # as Twisted's tcp has
+    protocol.transport.unregisterProducer = lambda: None  # as Twisted's tcp takes it
+
+    backlog.server_send(protocol, "one")  # over the bound: the clock starts
+    clock[0] += 4
+    backlog.server_send(protocol, "two")
+    backlog.server_send(protocol, "two and a half")  # in the same tenth of a second: not checked
+    clock[0] += 0.5
+    protocol.transport.dataBuffer = b"x" * 50  # it read: under the bound, the clock stops
+    backlog.server_send(protocol, "three")
+    protocol.transport.dataBuffer = b"x" * 500
+    clock[0] += 1
+    backlog.server_send(protocol, "four")  # over again: a new clock, not 5 s yet
+    assert protocol.state == protocol.STATE_OPEN
+    clock[0] += 5
+    backlog.server_send(protocol, "five")
+    assert protocol.state == protocol.STATE_CLOSED
+    backlog.server_send(protocol, "six")  # after the drop: nothing more is written
+    assert protocol.transport.disconnecting
+    assert b"five" not in protocol.transport.value()
+    assert b"six" not in protocol.transport.value()
+    assert b"four" in protocol.transport.value()

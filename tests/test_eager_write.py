@@ -1,16 +1,16 @@
 """Twisted TCP writes go out at once when nothing is queued, and keep Twisted's buffering otherwise."""
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 
 import pytest
 from twisted.internet.protocol import Protocol
 from twisted.internet.selectreactor import SelectReactor
 
-from playground import eager_write
+from playground.server import eager_write
+from tests.fastpaths import needs
+
+pytestmark = needs("eager_write")
 
 
 @pytest.fixture
@@ -41,23 +41,6 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
         assert piece, "the peer closed"
         got += piece
     return got
-
-
-def test_the_asgi_application_installs_it():
-    """In a fresh interpreter, as Daphne imports it (here the fixture installs it too); with
-    the switch interval, the loaded code frozen out of the garbage collector's walks, and
-    websocket text frames built in one step (tests/test_ws_frames.py)."""
-    check = (
-        "import gc, sys; import playground.asgi; from twisted.internet import tcp; "
-        "from playground import eager_write, ws_frames; "
-        "print(tcp.Server.write is eager_write._write, sys.getswitchinterval(), "
-        "gc.get_freeze_count() > 50_000, ws_frames.installed())"
-    )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "playground.settings", "PLAYGROUND_GIL_SWITCH_MS": "0.25"}
-    result = subprocess.run(
-        [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.stdout.split() == ["True", "0.00025", "True", "True"], result.stderr
 
 
 def test_a_write_is_sent_before_the_reactor_turns(pair):

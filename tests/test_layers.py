@@ -8,10 +8,12 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
 
-from playground.layers import InMemoryChannelLayer
-from playground.middleware import websocket_auth_stack
+from playground.server.memory_layer import InMemoryChannelLayer
+from playground.server.ws_session import websocket_auth_stack
+from tests.fastpaths import needs
 
 
+@needs("memory_layer")
 async def test_a_receiver_keeps_its_queue_between_messages_and_leaves_nothing_when_it_stops():
     layer = InMemoryChannelLayer()
     channel = await layer.new_channel()
@@ -35,6 +37,7 @@ async def test_a_receiver_keeps_its_queue_between_messages_and_leaves_nothing_wh
     assert channel not in layer.channels  # a closed consumer's queue goes with it
 
 
+@needs("memory_layer")
 async def test_a_stopped_receiver_with_messages_queued_keeps_them():
     layer = InMemoryChannelLayer()
     channel = await layer.new_channel()
@@ -47,6 +50,7 @@ async def test_a_stopped_receiver_with_messages_queued_keeps_them():
     assert (await layer.receive(channel))["type"] == "late"
 
 
+@needs("memory_layer")
 async def test_a_receiver_that_stops_between_messages_leaves_nothing_after_the_sweep():
     """A consumer closed while it handles a message (not while it waits) never cancels a
     wait: its empty queue goes at the layer's next once-a-second sweep."""
@@ -64,6 +68,7 @@ async def test_a_receiver_that_stops_between_messages_leaves_nothing_after_the_s
     assert (await waiting)["type"] == "hello"
 
 
+@needs("memory_layer")
 async def test_names_are_still_checked():
     layer = InMemoryChannelLayer()
     with pytest.raises(TypeError):
@@ -73,6 +78,7 @@ async def test_names_are_still_checked():
     layer.group_send_now("nobody-here", {"type": "x"})  # a valid group without members: nothing to do
 
 
+@needs("ws_session")
 @pytest.mark.django_db(transaction=True)
 async def test_websocket_consumers_get_the_servers_send_and_the_session_user():
     user = await database_sync_to_async(User.objects.create_user)("dora", password="pw-dora-123")

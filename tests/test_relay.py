@@ -22,6 +22,7 @@ from playground.upstream.stream import ChatStream
 from tests.conftest import CANARY_KEY
 from tests.events import delta_count, text_of
 from tests.fakes import chunk, slow_stream, sse
+from tests.fastpaths import needs
 
 CSRF = "a" * 32
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -160,6 +161,7 @@ async def test_it_streams_a_run_to_a_watching_websocket(alice_cookie, conversati
     await ws.disconnect()
 
 
+@needs("request_threads")
 async def test_a_submission_crosses_to_a_thread_and_back_once(
     alice_cookie, conversation, provider, monkeypatch
 ):

@@ -21,6 +21,7 @@ from django.utils import timezone
 from playground import models, relay
 from playground.models import Conversation, Membership, Message, Provider, Run
 from playground.views import runs as views
+from tests.fastpaths import needs
 
 
 @pytest.fixture
@@ -319,11 +320,12 @@ def test_a_request_reads_its_session_from_the_cache(as_alice):
     assert [q["sql"] for q in queries if "auth_user" in q["sql"]]  # the user still comes from the database
 
 
+@needs("request_threads")
 @pytest.mark.django_db(transaction=True)
 async def test_a_request_crosses_between_the_loop_and_a_thread_a_few_times(alice, workspace, monkeypatch):
     """Each crossing waits for the GIL while the loop relays answers. Django's stack, each
     middleware async and its hooks run through sync_to_async, crossed 16 times for this
-    GET; playground.middleware runs the synchronous middleware and the view in one trip."""
+    GET; playground.server.request_threads runs the synchronous middleware and the view in one trip."""
     from channels.testing import HttpCommunicator
 
     from playground.asgi import application
@@ -361,10 +363,11 @@ async def test_a_request_crosses_between_the_loop_and_a_thread_a_few_times(alice
     assert 0 < len(crossings) <= 2, crossings
 
 
+@needs("request_threads")
 @pytest.mark.django_db(transaction=True)
 async def test_requests_reuse_a_thread_and_its_database_connection(alice, workspace):
     """Django's handler starts a thread per request (and one more to join it), and each
-    thread opens a database connection; playground.middleware pools the threads, which
+    thread opens a database connection; playground.server.request_threads pools the threads, which
     keep their connection (CONN_MAX_AGE)."""
     from channels.testing import HttpCommunicator
 
@@ -416,6 +419,7 @@ urlpatterns = [
 ]
 
 
+@needs("request_threads")
 @pytest.mark.django_db(transaction=True)
 async def test_a_thread_left_running_a_view_is_not_given_to_the_next_request(settings):
     """When the server cancels a request (Daphne does, some seconds after its client left),
@@ -423,7 +427,7 @@ async def test_a_thread_left_running_a_view_is_not_given_to_the_next_request(set
     which would wait behind the view."""
     from channels.testing import HttpCommunicator
 
-    from playground.middleware import ASGIHandler
+    from playground.server.request_threads import ASGIHandler
 
     settings.ROOT_URLCONF = __name__
     handler = ASGIHandler()
@@ -449,13 +453,14 @@ async def test_a_thread_left_running_a_view_is_not_given_to_the_next_request(set
     await asyncio.to_thread(handler.close_idle_threads)
 
 
+@needs("request_threads")
 @pytest.mark.django_db(transaction=True)
 async def test_threads_left_idle_past_the_connection_age_end_with_their_connection(settings):
     """A burst leaves threads no request takes afterwards; each keeps a connection, which
     only its own next request would close once past CONN_MAX_AGE: they are pruned."""
     from channels.testing import HttpCommunicator
 
-    from playground.middleware import ASGIHandler
+    from playground.server.request_threads import ASGIHandler
 
     settings.ROOT_URLCONF = __name__
     handler = ASGIHandler()
@@ -491,13 +496,14 @@ async def test_threads_left_idle_past_the_connection_age_end_with_their_connecti
         assert not thread.is_alive()
 
 
+@needs("request_threads")
 @pytest.mark.django_db(transaction=True)
 async def test_a_pooled_thread_starts_each_request_with_an_empty_query_log(settings):
     """With DEBUG on, Django logs a connection's queries; a connection kept across requests
     would pile up 9,000 of them, whole conversations in the INSERTs."""
     from channels.testing import HttpCommunicator
 
-    from playground.middleware import ASGIHandler
+    from playground.server.request_threads import ASGIHandler
 
     settings.ROOT_URLCONF = __name__
     settings.DEBUG = True

@@ -2,23 +2,18 @@
 
 import pytest
 from autobahn.exception import PayloadExceededError
-from autobahn.twisted.websocket import WebSocketServerFactory
 from daphne.ws_protocol import WebSocketProtocol
-from twisted.internet.testing import StringTransport
 
-from playground import ws_frames
+from playground.server import ws_frames
+from tests.fastpaths import needs
+
+pytestmark = needs("ws_frames")
 
 
 @pytest.fixture
 def protocol():
     """A Daphne websocket protocol, open, writing to a string."""
-    factory = WebSocketServerFactory()
-    factory.protocol = WebSocketProtocol
-    proto = factory.buildProtocol(None)
-    proto.makeConnection(StringTransport())
-    proto.state = proto.STATE_OPEN
-    proto.client_addr = ["127.0.0.1", 1]
-    return proto
+    return ws_frames.probe()
 
 
 def sent(proto, send, text: str, binary: bool = False) -> bytes:
@@ -32,7 +27,7 @@ def sent(proto, send, text: str, binary: bool = False) -> bytes:
 def test_a_text_frame_is_the_frame_autobahn_writes(protocol, size):
     text = "é" * (size // 2) + "x" * (size % 2)  # two bytes a character: sizes in bytes
     start = vars(protocol.trafficStats).copy()
-    theirs = sent(protocol, ws_frames._daphne_server_send, text)
+    theirs = sent(protocol, ws_frames.daphne_server_send, text)
     middle = vars(protocol.trafficStats).copy()
     ours = sent(protocol, ws_frames.server_send, text)
     assert ours == theirs
@@ -59,7 +54,7 @@ CHANGES = {
 @pytest.mark.parametrize("change", CHANGES)
 def test_whatever_changes_the_frame_takes_autobahns_path(protocol, monkeypatch, change):
     calls = []
-    monkeypatch.setattr(ws_frames, "_daphne_server_send", lambda *args: calls.append(args))
+    monkeypatch.setattr(ws_frames, "daphne_server_send", lambda *args: calls.append(args))
     if CHANGES[change] is None:
         ws_frames.server_send(protocol, b"\x00\x01", True)
     else:
@@ -75,33 +70,5 @@ def test_the_servers_own_messages_are_not_held_to_the_clients_size_limit(protoco
     protocol.maxMessagePayloadSize = 1024
     text = "x" * 5000
     with pytest.raises(PayloadExceededError):
-        ws_frames._daphne_server_send(protocol, text)
+        ws_frames.daphne_server_send(protocol, text)
     assert sent(protocol, ws_frames.server_send, text) == ws_frames.frame(text.encode())
-
-
-def test_a_client_is_dropped_only_after_staying_over_the_backlog_bound(protocol, settings, monkeypatch):
-    settings.WS_BACKLOG_BYTES, settings.WS_BACKLOG_SECONDS = 100, 5
-    clock = [1000.0]
-    monkeypatch.setattr(ws_frames.time, "monotonic", lambda: clock[0])
-    protocol.transport.dataBuffer, protocol.transport.offset = b"x" * 500, 0  # as Twisted's tcp has
-    protocol.transport.unregisterProducer = lambda: None  # as Twisted's tcp takes it
-
-    ws_frames.server_send(protocol, "one")  # over the bound: the clock starts
-    clock[0] += 4
-    ws_frames.server_send(protocol, "two")
-    ws_frames.server_send(protocol, "two and a half")  # in the same tenth of a second: not checked
-    clock[0] += 0.5
-    protocol.transport.dataBuffer = b"x" * 50  # it read: under the bound, the clock stops
-    ws_frames.server_send(protocol, "three")
-    protocol.transport.dataBuffer = b"x" * 500
-    clock[0] += 1
-    ws_frames.server_send(protocol, "four")  # over again: a new clock, not 5 s yet
-    assert protocol.state == protocol.STATE_OPEN
-    clock[0] += 5
-    ws_frames.server_send(protocol, "five")
-    assert protocol.state == protocol.STATE_CLOSED
-    ws_frames.server_send(protocol, "six")  # after the drop: nothing more is written
-    assert protocol.transport.disconnecting
-    assert b"five" not in protocol.transport.value()
-    assert b"six" not in protocol.transport.value()
-    assert b"four" in protocol.transport.value()

@@ -87,7 +87,7 @@ class RunHandle:
     def start_sender(self) -> None:
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.sender = self.loop.create_task(self._send_forever())
-        # A layer that delivers without awaiting (`group_send_now`, playground.layers):
+        # A layer that delivers without awaiting (`group_send_now`, playground.server.memory_layer):
         # then an event goes out at once when none is queued before it.
         self.send_now = getattr(get_channel_layer(), "group_send_now", None)
 

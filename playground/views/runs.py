@@ -28,7 +28,7 @@ from playground.validation import Invalid, build_body, clean_submission, parse_j
 def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse:
     """Validate, store the user's message and a queued run, and start the relay.
 
-    A synchronous view: with the middleware (playground.middleware.ASGIHandler), it
+    A synchronous view: with the middleware (playground.server.request_threads), it
     all runs in one trip to a thread. As an async view behind Django's own handler
     it took five, each a wait behind the answers the loop relays.
     """

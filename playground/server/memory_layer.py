@@ -1,26 +1,26 @@
-"""The in-memory channel layer, trimmed for relaying many small events.
+"""Fast path `memory_layer`: channels' in-memory channel layer, trimmed for many small events.
 
-channels' InMemoryChannelLayer, measured with benchmarks/relay.py and a micro
-benchmark of send -> receive -> dispatch, spends most of its time on work this
-app does not need per message:
+Settings name this class as the in-memory layer when `memory_layer` is on
+(settings.IN_MEMORY_CHANNEL_LAYER); otherwise channels' own. Differences from channels'
+layer, all within the layer API:
 
-- `_clean_expired` walks every message of every channel and group on every
-  send, receive and group_send: O(connections) per message. Expiry (60 s by
-  default) only needs checking about once a second.
-- `group_send` starts one task per member and waits for them with
-  `as_completed`, although an in-memory send never waits: send in turn instead.
-- `send` deep-copies every message for every receiver. Messages here are built
-  once by the sender and only read by receivers (consumers serialise them), so
-  each receiver gets the same dict: treat received messages as read-only.
-- `receive` builds a new queue on every call (as `setdefault`'s argument), and
-  drops the channel's queue whenever it empties, so the next message builds
-  another. Here a channel keeps its queue while its receiver comes back for
-  more; an empty queue that nobody waits on goes when its receiver's wait is
-  cancelled (as when a consumer closes), or at the next once-a-second sweep
-  (a receiver that stopped between messages); messages expire as in channels.
-- `group_send` and `receive` check names with regular expressions for every
-  message: a group exists only if `group_add` checked its name, and a channel
-  has a queue only if its name was checked, so each name is checked once.
+- expired messages are swept at most once a second (`clean_interval`), not on every
+  send, receive and group_send;
+- `group_send` puts the message in each member's queue in turn, without a task per
+  member; `group_send_now` does that without awaiting (on the layer's loop, delivered
+  when it returns): playground.relay uses it when the layer has it;
+- every receiver gets the same message dict, not a deep copy: received messages are
+  read-only;
+- a channel keeps its queue while its receiver comes back for more; an empty queue
+  nobody waits on goes when its receiver's wait is cancelled, or at the next sweep;
+- a name is checked once: a group exists only if `group_add` checked its name, a
+  channel has a queue only if its name was checked.
+
+As in channels, a full receiver misses the message (consumers detect the gap), and
+messages expire after `expiry` seconds.
+
+Its `install()` checks channels' version range and the attributes the subclass uses;
+if they changed it logs one warning and the settings go back to channels' layer.
 """
 
 import asyncio
@@ -29,6 +29,12 @@ import time
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
+
+from playground.server import checks
+
+NAME = "fast path memory_layer"
+STOCK = "channels.layers.InMemoryChannelLayer"
+OURS = f"{__name__}.InMemoryChannelLayer"
 
 
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
@@ -109,3 +115,37 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
             # As channels does, a full receiver misses the message (consumers detect the gap).
             with contextlib.suppress(ChannelFull):
                 self._put(channel, message)
+
+
+def missing() -> list[str]:
+    # Queue items are (expiry time, message), read by channels' _clean_expired: its code
+    # and the version range it was read in.
+    found = checks.version("channels", (4, 3), (4, 4))
+    found += checks.attributes(
+        ChannelsInMemoryChannelLayer,
+        ("_clean_expired", "get_capacity", "require_valid_channel_name", "require_valid_group_name"),
+    )
+    found += checks.sets(ChannelsInMemoryChannelLayer.__init__, ("channels", "groups"))
+    if not found:
+        probe = ChannelsInMemoryChannelLayer()
+        found += checks.attributes(probe, ("channels", "groups", "expiry"))
+    return found
+
+
+def use_stock_layer() -> None:
+    """Point the layers that name this class at channels' own."""
+    from channels.layers import channel_layers
+    from django.conf import settings
+
+    for alias, config in settings.CHANNEL_LAYERS.items():
+        if config.get("BACKEND") == OURS:
+            config["BACKEND"] = STOCK
+            channel_layers.backends.pop(alias, None)
+
+
+def install() -> bool:
+    """Check channels' layer; the settings already name this class when the switch does."""
+    if problems := missing():
+        use_stock_layer()
+        return checks.refuse(NAME, problems)
+    return True

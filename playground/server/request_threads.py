@@ -1,22 +1,20 @@
-"""Django's middleware, run for ASGI with fewer trips between the event loop and a thread.
+"""Fast path `request_threads`: Django's ASGI handler, its middleware in one trip to a pooled thread.
 
-Under Daphne, Django runs each middleware that can be async in async mode, and
-calls its (synchronous) `process_request` and `process_response` through
-`sync_to_async`: with the usual stack, a GET of the JSON API crossed between the
-event loop and a thread 16 times (tests/test_views.py counts them). Each crossing
-waits for the GIL, and while the loop relays other answers that wait is most of a
-submission's time: at 50 streams, probe submissions took from 8 ms to over 100 ms
-from their arrival to the view, about 4 ms idle.
+`ASGIHandler` is Django's, with two differences:
 
-- `ASGIHandler` loads settings.MIDDLEWARE (Django's stock classes) as for WSGI: each
+- It loads settings.MIDDLEWARE (Django's stock classes, unchanged) as for WSGI: each
   middleware that can run synchronously does, chained without hops, and the URL
-  resolving, the `process_view` hooks and a synchronous view run in that same trip.
-  ServeStatic, async-only, sits first and runs on the loop; the rest is one trip.
-  Async views still work: the synchronous handler calls them on the loop (`async_to_sync`).
-- Its requests run on pooled threads, each keeping its database connection
-  (`CONN_MAX_AGE`). Django starts a thread per request, and joins it from one
-  more: two thread starts and a database connection per request, about 2 ms of
-  an idle submission's 13 (tests/test_views.py and the README's figures).
+  resolving, the `process_view` hooks and a synchronous view run in that same trip to
+  a thread. Async-only middleware (ServeStatic, first) runs on the loop. Async views
+  still work: the synchronous handler calls them on the loop (`async_to_sync`).
+- Its requests run on pooled threads (`RequestThread`), each keeping its database
+  connection from one request to the next (`CONN_MAX_AGE`, `CONN_HEALTH_CHECKS`).
+
+Its `install()` checks Django's version range and that the parts of Django's handler
+and asgiref used or copied here are as they were: `ASGIHandler.__call__`,
+`get_response_async` awaiting `_middleware_chain`, `load_middleware(is_async)`,
+`ThreadSensitiveContext(executor=...)` and `AsyncToSync.awaitable`. playground.asgi
+serves this handler only when it is installed (playground.server.asgi_handler).
 """
 
 import asyncio
@@ -25,11 +23,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, sync_to_async
-from channels import auth as channels_auth
-from channels import sessions as channels_sessions
 from django.core import signals
-from django.core.handlers import asgi
+from django.core.handlers import asgi, base
 from django.db import close_old_connections, connections, reset_queries
+
+from playground.server import checks
+
+NAME = "fast path request_threads"
+
+_installed = False
 
 
 class RequestThread(ThreadPoolExecutor):
@@ -161,25 +163,25 @@ class ASGIHandler(asgi.ASGIHandler):
             self._middleware_chain = sync_to_async(chain, thread_sensitive=True)
 
 
-# ---------------------------------------------------------------------------- websockets
+def missing() -> list[str]:
+    found = checks.version("django", (5, 2), (5, 3))
+    found += checks.names_used(asgi.ASGIHandler.__call__, ("ThreadSensitiveContext", "ValueError", "handle"))
+    found += checks.sets(base.BaseHandler.get_response_async, ("_middleware_chain",))
+    found += checks.parameters(base.BaseHandler.load_middleware, ("is_async",))
+    found += checks.parameters(ThreadSensitiveContext.__init__, ("executor",))
+    found += checks.sets(AsyncToSync.__init__, ("awaitable",))
+    return found
 
 
-class WebsocketSessionMiddleware(channels_sessions.SessionMiddleware):
-    """channels' SessionMiddleware, without its wrapper around every websocket frame.
-
-    channels wraps `send` to save the session and set its cookie on an
-    `http.response.start`; a websocket never sends one, yet the wrapper read the
-    session's state for every frame the consumer sent (a sixth of the Python calls
-    of relaying an event). Here the consumer gets the server's `send` itself; the
-    session still loads from the cookie, as in channels.
-    """
-
-    async def __call__(self, scope, receive, send):
-        wrapper = channels_sessions.InstanceSessionWrapper(scope, send)
-        await wrapper.resolve_session()
-        return await self.inner(wrapper.scope, receive, send)
+def install() -> bool:
+    """Check Django's and asgiref's internals; `ASGIHandler()` is then what is served."""
+    global _installed
+    if not _installed:
+        if problems := missing():
+            return checks.refuse(NAME, problems)
+        _installed = True
+    return True
 
 
-def websocket_auth_stack(inner):
-    """channels' AuthMiddlewareStack (cookies, session, user), with the session middleware above."""
-    return channels_sessions.CookieMiddleware(WebsocketSessionMiddleware(channels_auth.AuthMiddleware(inner)))
+def installed() -> bool:
+    return _installed
