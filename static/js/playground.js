@@ -701,6 +701,7 @@ async function send({ continueOnly = false } = {}) {
       await loadConversation(created.id);
       els.system.value = submission.system;
     }
+    state.socket?.touch(); // events are due from now: the quiet check counts from here
     const data = await api("POST", url("api-submit", state.conversation), submission);
     if (!continueOnly) {
       els.message.value = ""; // only once the server has it: a refused message is kept
