@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from playground.templatetags.client import ROUTES
+from playground.templatetags.client import ROUTES, client_urls
 from tests.test_browser import browser, choose, page, send, server, set_param  # noqa: F401
 from tests.test_compare import column, conversation_ids, set_up, status
 
@@ -88,6 +88,33 @@ def test_no_script_writes_an_api_path_and_every_url_name_it_asks_for_exists():
         asked |= {f"api-export-{f}" for f in ("json", "md")} if "`api-export-${format}`" in text else set()
     assert asked, "the pages ask lib/urls.js for their paths"
     assert asked <= set(ROUTES), asked - set(ROUTES)
+
+
+def test_the_client_config_holds_the_paths_the_scripts_wrote_before():
+    assert client_urls() == {
+        "index": "/",
+        "conversation": "/c/{id}/",
+        "api-conversations": "/api/conversations/",
+        "api-import": "/api/import/",
+        "api-conversation": "/api/conversations/{id}/",
+        "api-submit": "/api/conversations/{id}/runs/",
+        "api-add-message": "/api/conversations/{id}/messages/",
+        "api-fork": "/api/conversations/{id}/fork/",
+        "api-message": "/api/messages/{id}/",
+        "api-move-message": "/api/messages/{id}/move/",
+        "api-choose": "/api/messages/{id}/choose/",
+        "api-run": "/api/runs/{id}/",
+        "api-hide-run": "/api/runs/{id}/hide/",
+        "api-stop": "/api/runs/{id}/stop/",
+        "api-probe": "/api/providers/{id}/probe/",
+        "api-profile": "/api/providers/{id}/profile/",
+        "api-models": "/api/providers/{id}/models/",
+        "api-presets": "/api/presets/",
+        "api-preset": "/api/presets/{id}/",
+        "api-import-conversation": "/api/conversations/import/",
+        "api-export-json": "/api/conversations/{id}/export.json",
+        "api-export-md": "/api/conversations/{id}/export.md",
+    }
 
 
 def test_only_the_socket_module_opens_a_websocket():
