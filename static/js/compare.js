@@ -3,6 +3,9 @@
 // Every column runs in a conversation of its own and watches it on its own websocket.
 // Model output is untrusted: markdown goes through marked, then DOMPurify; the diff is text.
 import { MarkdownView, api, assembleToolCalls, scheduleRender } from "./common.js";
+import { ACTIVE, ConversationSocket, RunLedger } from "./lib/conversation-socket.js";
+import { readParams, showFieldErrors } from "./lib/params.js";
+import { url } from "./lib/urls.js";
 import { diffWords } from "./vendor/diff-9.0.0.esm.js";
 
 const config = JSON.parse(document.getElementById("compare-config").textContent);
@@ -14,9 +17,6 @@ const els = {
   diffA: $("diff-a"), diffB: $("diff-b"), diffStats: $("diff-stats"), diffOutput: $("diff-output"),
   summary: $("repeat-summary"),
 };
-const ACTIVE = new Set(["queued", "streaming"]);
-const RESERVED = ["model", "messages"];
-const QUIET_MS = 10000; // an active run with no event this long: read its stored state
 const SYNC_WAIT_MS = 5000; // how long a column waits for its websocket before submitting anyway
 
 // ------------------------------------------------------------------ formatting
@@ -32,28 +32,8 @@ function usageText(usage) {
   return usage.estimated ? `${text} (estimated)` : text;
 }
 
-// ------------------------------------------------------------------ validation
-
-// One field's value against the PARAMETERS ranges the server checks too; throws the reason.
-function parseParam(kind, raw, spec) {
-  if (kind === "json") {
-    let value;
-    try { value = JSON.parse(raw); } catch { throw new Error("is not valid JSON"); }
-    if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error("must be a JSON object");
-    const clash = RESERVED.filter((key) => key in value);
-    if (clash.length) throw new Error(`cannot set ${clash.join(", ")}`);
-    return value;
-  }
-  const value = Number(raw);
-  if (!Number.isFinite(value)) throw new Error("must be a number");
-  if (kind === "integer" && !Number.isInteger(value)) throw new Error("must be a whole number");
-  if (spec.min != null && spec.max != null && (value < spec.min || value > spec.max)) {
-    throw new Error(`must be between ${spec.min} and ${spec.max}`);
-  }
-  if (spec.min != null && value < spec.min) throw new Error(`must be at least ${spec.min}`);
-  if (spec.max != null && value > spec.max) throw new Error(`must be at most ${spec.max}`);
-  return value;
-}
+// A field as this page names it in messages.
+const label = (name) => (name === "extra_body" ? "extra body" : name);
 
 // ------------------------------------------------------------------ a column
 
@@ -105,7 +85,7 @@ class Column {
     const wanted = this.provider.value;
     let models = provider.models;
     try {
-      const data = await api("GET", `/api/providers/${provider.id}/models/`);
+      const data = await api("GET", url("api-models", provider.id));
       models = data.models.length ? data.models : models;
       if (data.error) this.modelsNote.textContent = `Model list unavailable: ${data.error} Type a model name.`;
     } catch (error) {
@@ -122,36 +102,15 @@ class Column {
 
   // This column's own provider, model and parameters, with every field's problem.
   readSetup() {
-    const params = {};
     const errors = {};
-    let extra = {};
     if (!this.provider.value) errors.provider = "choose a provider";
     const model = this.model.value.trim();
     if (!model) errors.model = "choose or type a model";
-    for (const input of this.paramInputs) {
-      const name = input.dataset.param;
-      const raw = input.value.trim();
-      if (input.validity?.badInput) { errors[name] = "must be a number"; continue; }
-      if (raw === "") continue; // unset: not sent
-      try {
-        const value = parseParam(input.dataset.kind, raw, config.parameters[name] || {});
-        if (name === "extra_body") extra = value; else params[name] = value;
-      } catch (error) {
-        errors[name] = error.message;
-      }
-    }
-    return { provider: Number(this.provider.value), model, params, extra, errors };
+    const { params, extra, errors: paramErrors } = readParams(this.paramInputs, config.parameters);
+    return { provider: Number(this.provider.value), model, params, extra, errors: { ...errors, ...paramErrors } };
   }
 
-  showFieldErrors(errors) {
-    for (const [field, input] of this.fields()) {
-      const message = errors[field] || "";
-      const slot = $(`${input.id}-error`);
-      const label = field === "extra_body" ? "extra body" : field;
-      if (slot) slot.textContent = message ? `${label} ${message}` : "";
-      input.setAttribute("aria-invalid", message ? "true" : "false");
-    }
-  }
+  showFieldErrors(errors) { showFieldErrors(this.fields(), errors, label); }
 
   fields() {
     return [["provider", this.provider], ["model", this.model], ...this.paramInputs.map((i) => [i.dataset.param, i])];
@@ -197,12 +156,11 @@ class Column {
     this.conversation = null;
     this.run = null;
     this.runId = null;
-    this.seq = 0;
+    this.ledger = new RunLedger();
     this.pending = false;
     this.submittedAt = null;
     this.firstTokenAt = null;
     this.fragments = null;
-    this.lastEventAt = Date.now();
     this.answer.reset("");
     this.answerEl.removeAttribute("aria-busy");
     this.thoughtEl.textContent = "";
@@ -237,7 +195,7 @@ class Column {
     this.pending = true;
     this.el.dataset.status = "starting";
     this.setMetrics({ status: "starting…" });
-    const created = await api("POST", "/api/conversations/", { title });
+    const created = await api("POST", url("api-conversations"), { title });
     if (generation !== this.generation) return false;
     this.conversation = created.id;
     await new Promise((resolve) => {
@@ -251,9 +209,9 @@ class Column {
   async submit(submission) {
     const generation = this.generation;
     this.submittedAt = performance.now();
-    this.lastEventAt = Date.now();
+    this.socket?.touch();
     try {
-      const data = await api("POST", `/api/conversations/${this.conversation}/runs/`, submission);
+      const data = await api("POST", url("api-submit", this.conversation), submission);
       if (generation !== this.generation) return;
       this.pending = false;
       this.adopt(data.run.id);
@@ -272,7 +230,7 @@ class Column {
     const fields = error.fields || {};
     const own = Object.fromEntries(Object.entries(fields).filter(([name]) => this.hasField(name)));
     if (Object.keys(own).length) this.showFieldErrors(own);
-    const reasons = Object.entries(fields).map(([name, why]) => `${name === "extra_body" ? "extra body" : name} ${why}`);
+    const reasons = Object.entries(fields).map(([name, why]) => `${label(name)} ${why}`);
     const why = reasons.length ? reasons.join("; ") : error.message;
     this.showError(error.busy ? `Not sent: the relay is busy. ${error.message}` : `Not sent: ${why}`);
     this.el.dataset.status = "refused";
@@ -288,7 +246,7 @@ class Column {
   // A run's full state (a snapshot, the submit answer, the final event, a stored read).
   load(run) {
     this.run = { ...this.run, ...run };
-    this.seq = run.seq ?? this.seq;
+    this.ledger.loaded(run);
     const choice = (run.choices || []).find((c) => c.index === 0) || (run.choices || [])[0];
     this.answer.reset(choice?.content || "");
     this.thoughtEl.textContent = choice?.reasoning || "";
@@ -309,7 +267,6 @@ class Column {
       if (d.tool_calls) { this.fragments = (this.fragments || []).concat(d.tool_calls); this.showTools(assembleToolCalls(this.fragments)); }
       if ((d.content || d.reasoning || d.tool_calls) && !this.firstTokenAt) this.firstTokenAt = performance.now();
     }
-    this.seq = event.seq;
     if (this.run && this.run.status === "queued") this.run.status = "streaming";
     this.update();
   }
@@ -346,39 +303,34 @@ class Column {
   async stop() {
     if (!this.runId || !this.active) return;
     this.stopButton.disabled = true;
-    try { await api("POST", `/api/runs/${this.runId}/stop/`); } catch (error) { this.showError(error.message); }
+    try { await api("POST", url("api-stop", this.runId)); } catch (error) { this.showError(error.message); }
   }
 
   // ---- the websocket
 
-  connect(retry = 0) {
+  // The socket's rules (repeats, stale snapshots, reconnecting, close codes, a quiet run read
+  // again) are lib/conversation-socket.js's; it reconnects while this column's run is active.
+  connect() {
     this.closeSocket();
-    const conversation = this.conversation;
-    const generation = this.generation;
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}/ws/conversations/${conversation}/`);
-    this.socket = socket;
-    socket.onmessage = (e) => {
-      this.lastEventAt = Date.now();
-      this.handleEvent(JSON.parse(e.data));
-    };
-    socket.onclose = (e) => {
-      if (this.socket !== socket) return;
-      this.socket = null;
-      this.synced();
-      if (e.code === 4401 || e.code === 4403) {
-        this.showError(e.code === 4401 ? "Logged out: log in again to follow this column." : "No access to this column's conversation.");
-        return;
-      }
-      if (!this.active) return;
-      const delay = Math.min(10000, 250 * 2 ** retry);
-      setTimeout(() => { if (this.generation === generation && this.active) this.connect(retry + 1); }, delay);
-    };
+    this.socket = new ConversationSocket(this.conversation, {
+      ledger: this.ledger,
+      onEvent: (event) => this.handleEvent(event),
+      onState: (status, socket) => this.socketState(status, socket),
+      onQuiet: () => this.refresh(),
+      shouldReconnect: () => this.active,
+    });
+  }
+
+  socketState(status, socket) {
+    if (status === "live" && socket.roleChanged) showError("Your role changed: reload the page to see what you may do now.");
+    if (status === "connecting" || status === "live") return;
+    this.synced(); // no sync is coming on this socket
+    if (status === "logged-out") this.showError("Logged out: log in again to follow this column.");
+    if (status === "forbidden") this.showError("No access to this column's conversation.");
   }
 
   closeSocket() {
     if (!this.socket) return;
-    this.socket.onclose = null;
     this.socket.close();
     this.socket = null;
   }
@@ -389,52 +341,49 @@ class Column {
     if (resolve) resolve();
   }
 
+  // Returns false for an event it did not apply (one of another run than this column's).
   handleEvent(event) {
     switch (event.type) {
       case "sync": {
         this.synced();
         // Our run ended while the socket was away: read its final state.
-        if (this.runId && this.run && ACTIVE.has(this.run.status) && !event.active.includes(this.runId)) this.refresh();
+        if (this.runId && event.stale.includes(this.runId)) this.refresh();
         break;
       }
       case "snapshot": {
-        if (!this.adopt(event.run.id)) break;
-        if (this.run && this.seq > event.run.seq) break;
+        if (!this.adopt(event.run.id)) return false;
         this.load(event.run);
         break;
       }
       case "run.started": {
-        if (!this.adopt(event.run.id)) break;
+        if (!this.adopt(event.run.id)) return false;
         if (!this.run) this.load(event.run);
         break;
       }
       case "run.delta": {
-        if (!this.adopt(event.run)) break;
-        if (event.seq <= this.seq) break; // a repeat: drop it
+        if (!this.adopt(event.run)) return false;
         if (!this.run) this.run = { id: event.run, status: "streaming" };
         this.applyDelta(event);
         break;
       }
       case "run.done": {
-        if (!this.adopt(event.run.id)) break;
-        // The final state wins over anything streamed (an interrupted run ends at its checkpoint).
-        const seq = event.seq ?? event.run.seq;
-        if (this.run && !ACTIVE.has(this.run.status) && this.seq >= seq) break;
+        if (!this.adopt(event.run.id)) return false;
         this.pending = false;
-        this.load({ ...event.run, seq: Math.max(seq, this.seq) });
+        this.load(event.run);
         break;
       }
       default:
     }
+    return true;
   }
 
   async refresh() {
     if (!this.runId) return;
     const generation = this.generation;
     try {
-      const run = await api("GET", `/api/runs/${this.runId}/`);
-      if (generation !== this.generation) return;
-      if (!ACTIVE.has(run.status) || run.seq > this.seq) this.load(run);
+      const run = await api("GET", url("api-run", this.runId));
+      if (generation !== this.generation || this.ledger.outdated(run)) return;
+      if (!ACTIVE.has(run.status) || run.seq > this.ledger.seq(run.id)) this.load(run);
     } catch { /* try again on the next quiet check */ }
   }
 }
@@ -518,7 +467,7 @@ function validate() {
     column.showFieldErrors(own);
     const names = Object.keys(own);
     if (names.length) {
-      const fields = names.map((name) => `${name === "extra_body" ? "extra body" : name} ${own[name]}`);
+      const fields = names.map((name) => `${label(name)} ${own[name]}`);
       errors.push(`Column ${column.number}: ${fields.join("; ")}.`);
     }
     plans.push({ column, setup });
@@ -669,16 +618,6 @@ function onColumnChanged() {
     renderSummary();
   });
 }
-
-// A lost final event must not leave a column streaming forever: read the stored run.
-setInterval(() => {
-  for (const c of columns) {
-    if (c.runId && c.active && Date.now() - c.lastEventAt > QUIET_MS) {
-      c.lastEventAt = Date.now();
-      c.refresh();
-    }
-  }
-}, 2500);
 
 // ------------------------------------------------------------------ start
 

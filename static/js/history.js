@@ -1,6 +1,7 @@
 // Export the shown conversation (JSON: the exact wire message list; Markdown: a readable
 // transcript) and import an exported file as a new conversation.
 import { api } from "./common.js";
+import { url } from "./lib/urls.js";
 import { applyPanel, currentConversation, openConversation, readPanel, showError } from "./playground.js";
 
 const config = JSON.parse(document.getElementById("playground-config").textContent);
@@ -22,7 +23,7 @@ function showConversation(id) {
   if (!id) setMenu(false);
   for (const [format, link] of Object.entries(links)) {
     if (id) {
-      link.href = `/api/conversations/${id}/export.${format}`;
+      link.href = url(`api-export-${format}`, id);
       link.removeAttribute("aria-disabled");
     } else {
       link.removeAttribute("href");
@@ -39,7 +40,7 @@ async function importFile() {
   fileInput.disabled = true;
   try {
     const text = await file.text();
-    const data = await api("POST", `/api/conversations/import/?workspace=${config.workspace}`, { text });
+    const data = await api("POST", url("api-import-conversation", null, { workspace: config.workspace }), { text });
     await openConversation(data.conversation.id);
     // The export carries the model and parameters of its last run: load them, like Import request.
     if (data.model || Object.keys(data.params).length || Object.keys(data.extra_body).length) {

@@ -1,6 +1,9 @@
 // The playground page: conversations, transcript, composer, parameters, live runs.
 // Model output is untrusted: it is rendered only through common.js's renderMarkdown.
 import { MarkdownView, api, assembleToolCalls, renderMarkdown, scheduleRender } from "./common.js";
+import { ACTIVE, ConversationSocket, RunLedger } from "./lib/conversation-socket.js";
+import { fillParams, readParams as readParamFields, showFieldErrors as showParamErrors } from "./lib/params.js";
+import { idIn, url } from "./lib/urls.js";
 
 const config = JSON.parse(document.getElementById("playground-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -11,9 +14,8 @@ const els = {
   modelOptions: $("model-options"), modelsNote: $("models-note"), system: $("system"),
   connection: $("connection"), newConversation: $("new-conversation"), deleteConversation: $("delete-conversation"),
 };
-const ACTIVE = new Set(["queued", "streaming"]);
 const state = {
-  conversation: config.conversation, messages: new Map(), runs: new Map(), socket: null, retry: 0, lastEventAt: Date.now(),
+  conversation: config.conversation, messages: new Map(), runs: new Map(), socket: null, ledger: new RunLedger(),
 };
 
 // ------------------------------------------------------------------ transcript
@@ -92,10 +94,10 @@ function messageActions(message, el, body) {
   const n = `${message.role} turn ${message.position}`;
   bar.append(
     actionButton("Edit", () => editMessage(message, el, body), `Edit ${n}`),
-    actionButton("↑", () => change("POST", `/api/messages/${message.id}/move/`, { direction: "up" }), `Move ${n} up`),
-    actionButton("↓", () => change("POST", `/api/messages/${message.id}/move/`, { direction: "down" }), `Move ${n} down`),
+    actionButton("↑", () => change("POST", url("api-move-message", message.id), { direction: "up" }), `Move ${n} up`),
+    actionButton("↓", () => change("POST", url("api-move-message", message.id), { direction: "down" }), `Move ${n} down`),
     actionButton("Fork", () => fork(message.id), `Fork from ${n}`),
-    actionButton("Delete", () => change("DELETE", `/api/messages/${message.id}/`), `Delete ${n}`),
+    actionButton("Delete", () => change("DELETE", url("api-message", message.id)), `Delete ${n}`),
   );
   return bar;
 }
@@ -117,7 +119,7 @@ function editMessage(message, el, body) {
       try { content = JSON.parse(box.value); } catch { showError("content: the content parts are not valid JSON"); return; }
     }
     state.editing = null;
-    if (!(await change("PATCH", `/api/messages/${message.id}/`, { content }))) state.editing = { id: message.id, text: box.value };
+    if (!(await change("PATCH", url("api-message", message.id), { content }))) state.editing = { id: message.id, text: box.value };
   });
   const cancel = actionButton("Cancel", () => { state.editing = null; renderTranscript(); });
   body.replaceChildren(box, save, cancel);
@@ -125,9 +127,9 @@ function editMessage(message, el, body) {
 }
 
 async function fork(messageId) {
-  const created = await change("POST", `/api/conversations/${state.conversation}/fork/`, { message: messageId });
+  const created = await change("POST", url("api-fork", state.conversation), { message: messageId });
   if (!created) return;
-  history.pushState({}, "", `/c/${created.id}/`);
+  history.pushState({}, "", url("conversation", created.id));
   await refreshConversationList();
   await loadConversation(created.id);
 }
@@ -136,7 +138,9 @@ function applyTranscript(data) {
   state.messages.clear();
   addMessages(data.messages);
   const keep = new Set(data.runs.map((r) => r.id));
-  for (const id of [...state.runs.keys()]) if (!keep.has(id)) state.runs.delete(id);
+  for (const id of [...state.runs.keys()]) {
+    if (!keep.has(id)) { state.runs.delete(id); state.ledger.forget(id); }
+  }
   for (const run of data.runs) upsertRun(run);
   renderTranscript();
 }
@@ -192,7 +196,7 @@ class RunView {
       this.runActions.append(
         actionButton("Regenerate", () => regenerate(this), "Regenerate this answer"),
         actionButton("Fork", () => { const m = this.message(this.chosenIndex()); if (m) fork(m.id); }, "Fork from this answer"),
-        actionButton("Delete", () => change("POST", `/api/runs/${this.run.id}/hide/`), "Delete this answer"),
+        actionButton("Delete", () => change("POST", url("api-hide-run", this.run.id)), "Delete this answer"),
       );
       this.footer.append(" ", this.runActions);
     }
@@ -256,7 +260,7 @@ class RunView {
   }
   async choose(index) {
     const message = this.message(index);
-    if (message) await change("POST", `/api/messages/${message.id}/choose/`);
+    if (message) await change("POST", url("api-choose", message.id));
   }
   decorate(c) {
     const view = this.choice(c.index);
@@ -410,7 +414,7 @@ function renderTokens(container, logprobs) {
 async function sendToolResults(view) {
   const boxes = [...view.toolForm.querySelectorAll("textarea")];
   for (const box of boxes) {
-    const added = await change("POST", `/api/conversations/${state.conversation}/messages/`, {
+    const added = await change("POST", url("api-add-message", state.conversation), {
       role: "tool", tool_call_id: box.dataset.callId, content: box.value,
     });
     if (!added) return;
@@ -419,7 +423,7 @@ async function sendToolResults(view) {
 }
 
 async function regenerate(view) {
-  const hidden = await change("POST", `/api/runs/${view.run.id}/hide/`);
+  const hidden = await change("POST", url("api-hide-run", view.run.id));
   if (hidden) await send({ continueOnly: true });
 }
 
@@ -456,6 +460,8 @@ function addMessages(messages) {
 function upsertRun(run) {
   // The server's run carries `position` only in full transcripts; keep what we know.
   const existing = state.runs.get(run.id);
+  if (existing && state.ledger.outdated(run)) return existing;
+  state.ledger.loaded(run);
   if (existing) {
     existing.load({ ...existing.run, ...run });
     return existing;
@@ -467,7 +473,6 @@ function upsertRun(run) {
 
 async function loadConversation(id) {
   if (state.socket && id !== state.conversation) {
-    state.socket.onclose = null;
     state.socket.close();
     state.socket = null;
     els.connection.textContent = "";
@@ -475,13 +480,14 @@ async function loadConversation(id) {
   state.conversation = id;
   state.messages.clear();
   state.runs.clear();
+  state.ledger = new RunLedger();
   if (!id) {
     els.title.value = "";
     renderTranscript();
     document.dispatchEvent(new CustomEvent("playground:conversation", { detail: { id: null } }));
     return;
   }
-  const data = await api("GET", `/api/conversations/${id}/`);
+  const data = await api("GET", url("api-conversation", id));
   els.title.value = data.title;
   els.system.value = "";
   addMessages(data.messages);
@@ -495,57 +501,35 @@ async function loadConversation(id) {
 
 // ------------------------------------------------------------------ websocket
 
+// The socket's rules (repeats, stale snapshots, reconnecting, close codes, a quiet run
+// read again) are lib/conversation-socket.js's; this page shows what it hands over.
 function connect() {
-  if (state.socket) { state.socket.onclose = null; state.socket.close(); }
+  if (state.socket) state.socket.close();
+  state.socket = null;
   if (!state.conversation) return;
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/ws/conversations/${state.conversation}/`);
-  const conversation = state.conversation;
-  state.socket = socket;
-  els.connection.textContent = "connecting…";
-  socket.onopen = () => {
-    state.retry = 0;
-    els.connection.textContent = state.roleChanged ? "live · your role changed: reload the page" : "live";
-  };
-  socket.onmessage = (e) => handleEvent(JSON.parse(e.data));
-  socket.onclose = (e) => {
-    if (state.socket !== socket) return;
-    if (e.code === 4401 || e.code === 4403) {
-      els.connection.textContent = e.code === 4401 ? "logged out" : "no access";
-      return;
-    }
-    // 4409: the user's role changed; reconnect under it and ask for a reload of the page.
-    if (e.code === 4409) state.roleChanged = true;
-    els.connection.textContent = "reconnecting…";
-    const delay = Math.min(10000, 250 * 2 ** state.retry++);
-    setTimeout(() => { if (state.conversation === conversation) connect(); }, delay);
-  };
+  state.socket = new ConversationSocket(state.conversation, {
+    ledger: state.ledger, onEvent: handleEvent, onState: showConnection, onQuiet: refreshTranscript,
+  });
 }
 
-// A lost final event (a channel layer drops messages for a client far behind) must not
-// leave a spinner forever: when a run seems active but nothing arrived for a while,
-// read the stored state again.
-const QUIET_MS = 10000;
-setInterval(() => {
-  const active = [...state.runs.values()].some((v) => ACTIVE.has(v.run.status));
-  if (active && Date.now() - state.lastEventAt > QUIET_MS) {
-    state.lastEventAt = Date.now();
-    refreshTranscript();
-  }
-}, 2500);
+const CONNECTION_TEXT = {
+  connecting: "connecting…", live: "live", reconnecting: "reconnecting…", "logged-out": "logged out", forbidden: "no access",
+};
+function showConnection(status, socket) {
+  // 4409: the user's role changed; the socket reconnects under it, and the page asks for a reload.
+  if (socket.roleChanged) state.roleChanged = true;
+  els.connection.textContent = status === "live" && state.roleChanged
+    ? "live · your role changed: reload the page" : CONNECTION_TEXT[status] ?? "";
+}
 
+// Returns false for an event it did not apply (a delta of a run it does not show).
 function handleEvent(event) {
-  state.lastEventAt = Date.now();
   switch (event.type) {
     case "sync": {
-      const active = new Set(event.active);
-      const stale = [...state.runs.values()].some((v) => ACTIVE.has(v.run.status) && !active.has(v.run.id));
-      if (stale) refreshTranscript();
+      if (event.stale.length) refreshTranscript(); // runs that ended while the socket was away
       break;
     }
     case "snapshot": {
-      const known = state.runs.get(event.run.id);
-      if (known && known.run.seq > event.run.seq) break;
       upsertRun(event.run);
       renderTranscript();
       break;
@@ -559,16 +543,13 @@ function handleEvent(event) {
     }
     case "run.delta": {
       const view = state.runs.get(event.run);
-      if (!view || event.seq <= (view.run.seq || 0)) break; // a repeat: drop it
+      if (!view) return false;
       view.applyDelta(event);
       updateButtons();
       scrollToEnd();
       break;
     }
     case "run.done": {
-      const view = state.runs.get(event.run.id);
-      // The final state wins over anything streamed (an interrupted run ends at its checkpoint).
-      if (view && !ACTIVE.has(view.run.status) && view.run.seq >= event.seq) break;
       addMessages(event.messages);
       upsertRun(event.run);
       renderTranscript();
@@ -578,7 +559,7 @@ function handleEvent(event) {
     case "conversation.changed": {
       if (event.deleted) {
         showError("A teammate deleted this conversation.");
-        history.pushState({}, "", "/");
+        history.pushState({}, "", url("index"));
         loadConversation(null);
       } else if (event.messages) {
         refreshTranscript();
@@ -590,76 +571,22 @@ function handleEvent(event) {
     }
     default:
   }
+  return true;
 }
 
 async function refreshTranscript() {
   if (!state.conversation) return;
-  applyTranscript(await api("GET", `/api/conversations/${state.conversation}/`));
+  applyTranscript(await api("GET", url("api-conversation", state.conversation)));
 }
 
 // ------------------------------------------------------------------ parameters
 
 function paramInputs() { return document.querySelectorAll("[data-param]"); }
 
-function readParams() {
-  const params = {};
-  const errors = {};
-  let extra = {};
-  for (const input of paramInputs()) {
-    const name = input.dataset.param;
-    const kind = input.dataset.kind;
-    const raw = input.type === "checkbox" ? input.checked : input.value.trim();
-    if (raw === "") continue; // unset: not sent
-    try {
-      const value = parseParam(kind, raw, config.parameters[name] || {});
-      if (kind === "include-usage") continue; // handled with stream below
-      if (name === "extra_body") extra = value; else params[name] = value;
-    } catch (error) {
-      errors[name] = error.message;
-    }
-  }
-  if (params.stream) {
-    const includeUsage = document.querySelector('[data-kind="include-usage"]').checked;
-    if (!includeUsage) params.stream_options = { include_usage: false };
-  }
-  if ("top_logprobs" in params && params.logprobs !== true) errors.top_logprobs = "needs logprobs set to true";
-  return { params, extra, errors };
-}
-
-function parseParam(kind, raw, spec) {
-  if (kind === "boolean-always" || kind === "include-usage") return raw;
-  if (kind === "boolean") return raw === "true";
-  if (kind === "string") return raw;
-  if (kind === "stop") {
-    if (raw.startsWith("[")) {
-      const list = JSON.parse(raw);
-      if (!Array.isArray(list) || list.length > 4) throw new Error("can hold at most 4 sequences");
-      return list;
-    }
-    return raw.replace(/\\n/g, "\n");
-  }
-  if (kind === "json") {
-    try { return JSON.parse(raw); } catch { throw new Error("is not valid JSON"); }
-  }
-  const value = Number(raw);
-  if (!Number.isFinite(value)) throw new Error("must be a number");
-  if (kind === "integer" && !Number.isInteger(value)) throw new Error("must be a whole number");
-  if (spec.min != null && spec.max != null && (value < spec.min || value > spec.max)) {
-    throw new Error(`must be between ${spec.min} and ${spec.max}`);
-  }
-  if (spec.min != null && value < spec.min) throw new Error(`must be at least ${spec.min}`);
-  if (spec.max != null && value > spec.max) throw new Error(`must be at most ${spec.max}`);
-  return value;
-}
+function readParams() { return readParamFields(paramInputs(), config.parameters); }
 
 function showFieldErrors(errors) {
-  for (const input of paramInputs()) {
-    const name = input.dataset.param;
-    const slot = document.getElementById(`${input.id}-error`);
-    const message = errors[name] || "";
-    if (slot) slot.textContent = message ? `${name} ${message}` : "";
-    input.setAttribute("aria-invalid", message ? "true" : "false");
-  }
+  showParamErrors([...paramInputs()].map((input) => [input.dataset.param, input]), errors);
   const general = Object.entries(errors)
     .filter(([name]) => !document.querySelector(`[data-param="${name}"]`))
     .map(([name, message]) => `${name}: ${message}`);
@@ -703,7 +630,7 @@ async function loadModels(preferred) {
   if (!provider) return;
   let models = provider.models;
   try {
-    const data = await api("GET", `/api/providers/${provider.id}/models/`);
+    const data = await api("GET", url("api-models", provider.id));
     models = data.models.length ? data.models : models;
     if (data.error) els.modelsNote.textContent = `Model list unavailable: ${data.error} Type a model name.`;
   } catch (error) {
@@ -768,13 +695,14 @@ async function send({ continueOnly = false } = {}) {
   };
   try {
     if (!state.conversation) {
-      const created = await api("POST", "/api/conversations/", {});
-      history.pushState({}, "", `/c/${created.id}/`);
+      const created = await api("POST", url("api-conversations"), {});
+      history.pushState({}, "", url("conversation", created.id));
       await refreshConversationList();
       await loadConversation(created.id);
       els.system.value = submission.system;
     }
-    const data = await api("POST", `/api/conversations/${state.conversation}/runs/`, submission);
+    state.socket?.touch(); // events are due from now: the quiet check counts from here
+    const data = await api("POST", url("api-submit", state.conversation), submission);
     if (!continueOnly) {
       els.message.value = ""; // only once the server has it: a refused message is kept
       attachments.length = 0;
@@ -797,7 +725,7 @@ async function send({ continueOnly = false } = {}) {
 async function stopRuns() {
   const active = [...state.runs.values()].filter((v) => ACTIVE.has(v.run.status));
   els.stop.disabled = true;
-  await Promise.all(active.map((v) => api("POST", `/api/runs/${v.run.id}/stop/`).catch((e) => showError(e.message))));
+  await Promise.all(active.map((v) => api("POST", url("api-stop", v.run.id)).catch((e) => showError(e.message))));
 }
 
 // The server refuses a second run while one streams in the conversation (409): say so on Send.
@@ -824,7 +752,7 @@ let listRequest = 0;
 async function refreshConversationList() {
   const query = els.filter.value.trim();
   const ticket = ++listRequest;
-  const data = await api("GET", `/api/conversations/${query ? `?q=${encodeURIComponent(query)}` : ""}`);
+  const data = await api("GET", url("api-conversations", null, { q: query }));
   if (ticket !== listRequest) return; // a later search answered first
   // The server titles a conversation from its first message: show that in the head too.
   const current = data.conversations.find((c) => c.id === state.conversation);
@@ -832,7 +760,7 @@ async function refreshConversationList() {
   const items = data.conversations.map((c) => {
     const li = document.createElement("li");
     const a = document.createElement("a");
-    a.href = `/c/${c.id}/`;
+    a.href = url("conversation", c.id);
     a.textContent = c.title;
     a.dataset.id = c.id;
     a.addEventListener("click", (e) => {
@@ -872,16 +800,17 @@ async function renameConversation() {
   const title = els.title.value.trim();
   if (!state.conversation || !title) return;
   try {
-    await api("PATCH", `/api/conversations/${state.conversation}/`, { title });
+    await api("PATCH", url("api-conversation", state.conversation), { title });
     refreshConversationList();
   } catch (error) { showError(error.message); }
 }
 
 async function deleteConversation() {
   if (!state.conversation || !confirm("Delete this conversation and its runs?")) return;
-  await api("DELETE", `/api/conversations/${state.conversation}/`);
-  history.pushState({}, "", "/");
-  if (state.socket) { state.socket.onclose = null; state.socket.close(); state.socket = null; }
+  await api("DELETE", url("api-conversation", state.conversation));
+  history.pushState({}, "", url("index"));
+  if (state.socket) state.socket.close();
+  state.socket = null;
   await loadConversation(null);
   refreshConversationList();
 }
@@ -895,7 +824,7 @@ const inspector = {
 };
 
 async function openInspector(runId) {
-  const run = await api("GET", `/api/runs/${runId}/`);
+  const run = await api("GET", url("api-run", runId));
   inspector.title.textContent = `Run ${run.id} · ${run.model} via ${run.provider} · ${run.status}`;
   inspector.body.textContent = JSON.stringify(run.request_body, null, 2);
   inspector.headers.textContent = Object.entries(run.request_headers).map(([k, v]) => `${k}: ${v}`).join("\n");
@@ -1035,7 +964,7 @@ async function runProbe(event) {
   button.disabled = true;
   $("probe-status").textContent = "Probing… one small request per feature; this can take a minute.";
   try {
-    const data = await api("POST", `/api/providers/${provider.id}/probe/`, { model: $("probe-model").value.trim() });
+    const data = await api("POST", url("api-probe", provider.id), { model: $("probe-model").value.trim() });
     provider.capabilities = data.capabilities;
     const counts = {};
     for (const entry of Object.values(data.capabilities.parameters)) counts[entry.status] = (counts[entry.status] || 0) + 1;
@@ -1052,7 +981,7 @@ async function runProbe(event) {
 async function setOmitRejected() {
   const provider = currentProvider();
   try {
-    const data = await api("PATCH", `/api/providers/${provider.id}/profile/`, { omit_rejected: $("probe-omit").checked });
+    const data = await api("PATCH", url("api-profile", provider.id), { omit_rejected: $("probe-omit").checked });
     provider.capabilities = data.capabilities;
     markCapabilities();
   } catch (error) {
@@ -1063,28 +992,16 @@ async function setOmitRejected() {
 
 // ------------------------------------------------------------------ import
 
-function setParams(params, extra) {
-  for (const input of paramInputs()) {
-    const name = input.dataset.param;
-    const kind = input.dataset.kind;
-    const value = name === "extra_body" ? (Object.keys(extra).length ? extra : undefined) : params[name];
-    if (kind === "boolean-always") input.checked = Boolean(params.stream);
-    else if (kind === "include-usage") input.checked = params.stream_options?.include_usage !== false;
-    else if (value === undefined) input.value = "";
-    else if (kind === "boolean") input.value = String(value);
-    else if (kind === "json" || (kind === "stop" && Array.isArray(value))) input.value = JSON.stringify(value);
-    else input.value = String(value);
-  }
-}
+function setParams(params, extra) { fillParams(paramInputs(), params, extra); }
 
 async function importRequest(event) {
   event.preventDefault();
   const error = $("import-error");
   error.hidden = true;
   try {
-    const data = await api("POST", "/api/import/", { text: $("import-text").value });
+    const data = await api("POST", url("api-import"), { text: $("import-text").value });
     $("import-dialog").close();
-    history.pushState({}, "", `/c/${data.conversation.id}/`);
+    history.pushState({}, "", url("conversation", data.conversation.id));
     await loadConversation(data.conversation.id);
     refreshConversationList();
     els.model.value = data.model;
@@ -1102,8 +1019,8 @@ async function importRequest(event) {
 async function addTurn(event) {
   event.preventDefault();
   if (!state.conversation) {
-    const created = await api("POST", "/api/conversations/", {});
-    history.pushState({}, "", `/c/${created.id}/`);
+    const created = await api("POST", url("api-conversations"), {});
+    history.pushState({}, "", url("conversation", created.id));
     await refreshConversationList();
     await loadConversation(created.id);
   }
@@ -1111,7 +1028,7 @@ async function addTurn(event) {
   const body = { role, content: $("add-turn-content").value };
   if (role === "tool") body.tool_call_id = $("add-turn-call-id").value;
   try {
-    applyTranscript(await api("POST", `/api/conversations/${state.conversation}/messages/`, body));
+    applyTranscript(await api("POST", url("api-add-message", state.conversation), body));
     $("add-turn-content").value = "";
     $("add-turn-dialog").close();
   } catch (error) {
@@ -1144,7 +1061,7 @@ export function applyPanel({ provider = null, model = "", system = "", params = 
 
 /** Shows a conversation (after creating or importing it) and updates the list and address. */
 export async function openConversation(id) {
-  history.pushState({}, "", id ? `/c/${id}/` : "/");
+  history.pushState({}, "", id ? url("conversation", id) : url("index"));
   await loadConversation(id);
   await refreshConversationList();
 }
@@ -1200,14 +1117,13 @@ function init() {
   $("import-open").addEventListener("click", () => { $("import-error").hidden = true; $("import-dialog").showModal(); });
   $("import-cancel").addEventListener("click", () => $("import-dialog").close());
   $("import-form").addEventListener("submit", importRequest);
-  els.newConversation.addEventListener("click", () => { history.pushState({}, "", "/"); loadConversation(null); highlightConversation(); els.message.focus(); });
+  els.newConversation.addEventListener("click", () => { history.pushState({}, "", url("index")); loadConversation(null); highlightConversation(); els.message.focus(); });
   els.deleteConversation.addEventListener("click", deleteConversation);
   els.title.addEventListener("change", renameConversation);
   let searchTimer = null;
   els.filter.addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(refreshConversationList, 200); });
   window.addEventListener("popstate", () => {
-    const match = location.pathname.match(/^\/c\/(\d+)\//);
-    loadConversation(match ? Number(match[1]) : null);
+    loadConversation(idIn("conversation", location.pathname));
   });
   refreshConversationList();
   loadConversation(state.conversation);

@@ -1,6 +1,7 @@
 // Presets: save the panel (provider, model, system prompt, parameters) under a name,
 // personal or shared with the workspace; choosing one applies it at once.
 import { api } from "./common.js";
+import { url } from "./lib/urls.js";
 import { applyPanel, readPanel } from "./playground.js";
 
 const config = JSON.parse(document.getElementById("playground-config").textContent);
@@ -15,7 +16,7 @@ let presets = new Map();
 function say(text) { els.status.textContent = text; }
 
 async function load(selected = "") {
-  const data = await api("GET", `/api/presets/?workspace=${config.workspace}`);
+  const data = await api("GET", url("api-presets", null, { workspace: config.workspace }));
   presets = new Map(data.presets.map((p) => [String(p.id), p]));
   const option = (p) => {
     const o = document.createElement("option");
@@ -67,10 +68,10 @@ async function save(event) {
   try {
     let saved;
     try {
-      saved = await api("POST", `/api/presets/?workspace=${config.workspace}`, body);
+      saved = await api("POST", url("api-presets", null, { workspace: config.workspace }), body);
     } catch (error) {
       if (error.status !== 409 || !confirm(error.message)) throw error;
-      saved = await api("POST", `/api/presets/?workspace=${config.workspace}`, { ...body, overwrite: true });
+      saved = await api("POST", url("api-presets", null, { workspace: config.workspace }), { ...body, overwrite: true });
     }
     els.dialog.close();
     await load(saved.id);
@@ -85,7 +86,7 @@ async function remove() {
   const preset = presets.get(els.select.value);
   if (!preset || !confirm(`Delete preset “${preset.name}”?`)) return;
   try {
-    await api("DELETE", `/api/presets/${preset.id}/`);
+    await api("DELETE", url("api-preset", preset.id));
     await load();
     say(`Deleted preset “${preset.name}”.`);
   } catch (error) { say(error.message); }

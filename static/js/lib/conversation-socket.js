@@ -1,0 +1,193 @@
+// The conversation websocket, as both pages use it (playground/consumers.py is the server's
+// side). The server sends `sync` (the runs in progress), a `snapshot` of each, then live
+// events; every run's events carry `seq`, and each run ends with `run.done`.
+//
+// This module owns the rules of that stream, so a page sees each change once and in order:
+// - repeats are dropped: a `run.delta` whose seq the page has already shown;
+// - a snapshot older than what the page shows is ignored;
+// - `run.done` wins: once a run is final, no later delta or snapshot changes it;
+// - a lost connection reconnects with backoff, and the server's fresh snapshot resyncs it;
+// - the close codes: 4401 logged out and 4403 access removed (no reconnect), 4409 role
+//   changed (reconnect, and the page asks for a reload), 4008 too far behind and 4400 a
+//   refused frame (reconnect, resync from the snapshot);
+// - an active run with no event for QUIET_MS: the page is asked to read its stored state.
+export const ACTIVE = new Set(["queued", "streaming"]);
+export const CLOSE = { LOGGED_OUT: 4401, FORBIDDEN: 4403, BAD_FRAME: 4400, ROLE_CHANGED: 4409, BEHIND: 4008 };
+const QUIET_MS = 10000;
+const QUIET_CHECK_MS = 2500;
+const BACKOFF_MS = 250;
+const BACKOFF_MAX_MS = 10000;
+
+/** What a page shows of each run of one conversation: its seq, and whether it is final. */
+export class RunLedger {
+  constructor() { this.runs = new Map(); }
+
+  /** A run's full state as the page now shows it (a stored read, a submit's answer, a snapshot). */
+  loaded(run) {
+    const known = this.runs.get(run.id);
+    this.runs.set(run.id, {
+      seq: run.seq ?? known?.seq ?? 0,
+      final: Boolean(known?.final) || !ACTIVE.has(run.status),
+    });
+  }
+
+  /** A run the page no longer shows (hidden, or gone from the conversation). */
+  forget(runId) { this.runs.delete(runId); }
+
+  /** Whether a stored read of `run` is older than what the page shows: an end already shown wins. */
+  outdated(run) { return this.isFinal(run.id) && ACTIVE.has(run.status); }
+
+  seq(runId) { return this.runs.get(runId)?.seq ?? 0; }
+  isFinal(runId) { return Boolean(this.runs.get(runId)?.final); }
+
+  /** Runs the page shows as in progress. */
+  active() { return [...this.runs].filter(([, r]) => !r.final).map(([id]) => id); }
+
+  /** Whether `event` changes what the page shows: false for a repeat or a stale state. */
+  accepts(event) {
+    switch (event.type) {
+      case "snapshot": {
+        const known = this.runs.get(event.run.id);
+        if (!known) return true;
+        if (known.final) return !ACTIVE.has(event.run.status) && event.run.seq > known.seq;
+        return event.run.seq >= known.seq;
+      }
+      case "run.delta": {
+        const known = this.runs.get(event.run);
+        return !known?.final && event.seq > (known?.seq ?? 0);
+      }
+      case "run.done": {
+        const known = this.runs.get(event.run.id);
+        return !(known?.final && known.seq >= (event.seq ?? event.run.seq));
+      }
+      default:
+        return true;
+    }
+  }
+
+  /** Note an event the page has applied. */
+  record(event) {
+    switch (event.type) {
+      case "snapshot":
+        this.loaded(event.run);
+        break;
+      case "run.started":
+        if (!this.runs.has(event.run.id)) this.loaded(event.run);
+        break;
+      case "run.delta":
+        this.runs.set(event.run, { seq: event.seq, final: false });
+        break;
+      case "run.done": {
+        const seq = Math.max(event.seq ?? event.run.seq, this.seq(event.run.id));
+        this.runs.set(event.run.id, { seq, final: true });
+        break;
+      }
+      default:
+    }
+  }
+}
+
+function socketUrl(conversationId) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${location.host}/ws/conversations/${encodeURIComponent(conversationId)}/`;
+}
+
+/**
+ * One conversation's websocket, reconnecting until closed.
+ *
+ * `onEvent(event)` gets each event the ledger accepts (a `sync` also lists as `stale` the
+ * runs the page shows as in progress that the server no longer has); returning false says
+ * the page did not apply it, so it is not recorded. `onState(state, socket)` is told
+ * "connecting", "live", "reconnecting", "stopped" (closed, `shouldReconnect()` said no),
+ * "logged-out" or "forbidden"; `socket.roleChanged` is set once a 4409 came.
+ * `onQuiet()` is called when a run is in progress and no event came for QUIET_MS.
+ */
+export class ConversationSocket {
+  constructor(conversationId, { ledger = new RunLedger(), onEvent, onState = () => {}, onQuiet = () => {}, shouldReconnect = () => true }) {
+    this.conversationId = conversationId;
+    this.ledger = ledger;
+    this.onEvent = onEvent;
+    this.onState = onState;
+    this.onQuiet = onQuiet;
+    this.shouldReconnect = shouldReconnect;
+    this.roleChanged = false;
+    this.retry = 0;
+    this.closed = false;
+    this.socket = null;
+    this.timer = null;
+    this.touch();
+    this.quietTimer = setInterval(() => this.checkQuiet(), QUIET_CHECK_MS);
+    this.open();
+  }
+
+  /** Counts as an event for the quiet check (a page that just submitted expects events from now). */
+  touch() { this.lastEventAt = Date.now(); }
+
+  open() {
+    this.timer = null;
+    if (this.closed) return;
+    const socket = new WebSocket(socketUrl(this.conversationId));
+    this.socket = socket;
+    this.onState("connecting", this);
+    socket.onopen = () => {
+      this.retry = 0;
+      this.onState("live", this);
+    };
+    socket.onmessage = (e) => this.dispatch(JSON.parse(e.data));
+    socket.onclose = (e) => { if (this.socket === socket) this.closedBy(e.code); };
+  }
+
+  /** Stop for good: no reconnect, no more events. */
+  close() {
+    this.closed = true;
+    clearInterval(this.quietTimer);
+    clearTimeout(this.timer);
+    if (this.socket) {
+      this.socket.onclose = null;
+      this.socket.onmessage = null;
+      this.socket.close();
+      this.socket = null;
+    }
+  }
+
+  dispatch(event) {
+    this.touch();
+    if (event.type === "sync") {
+      const active = new Set(event.active);
+      event.stale = this.ledger.active().filter((id) => !active.has(id));
+    }
+    if (!this.ledger.accepts(event)) return;
+    if (this.onEvent(event) !== false) this.ledger.record(event);
+  }
+
+  closedBy(code) {
+    this.socket = null;
+    if (code === CLOSE.LOGGED_OUT || code === CLOSE.FORBIDDEN) {
+      this.close();
+      this.onState(code === CLOSE.LOGGED_OUT ? "logged-out" : "forbidden", this);
+      return;
+    }
+    if (code === CLOSE.ROLE_CHANGED) this.roleChanged = true;
+    if (code === CLOSE.BAD_FRAME) console.warn("The server refused a websocket frame (4400); reconnecting.");
+    if (!this.shouldReconnect()) {
+      this.close();
+      this.onState("stopped", this);
+      return;
+    }
+    this.onState("reconnecting", this);
+    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MS * 2 ** this.retry++);
+    this.timer = setTimeout(() => {
+      if (this.closed) return;
+      if (this.shouldReconnect()) { this.open(); return; }
+      this.close();
+      this.onState("stopped", this);
+    }, delay);
+  }
+
+  checkQuiet() {
+    if (this.ledger.active().length && Date.now() - this.lastEventAt > QUIET_MS) {
+      this.touch();
+      this.onQuiet();
+    }
+  }
+}
