@@ -785,7 +785,7 @@ def report(rows: list[Row], args: argparse.Namespace, speed: float) -> str:
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),
-        *(table_row(row) for row in rows),
+        *(table_row(row) for row in sorted(rows, key=lambda row: row.k)),
         "",
         f"Added = stack percentile - direct percentile. Targets (K=50, R=50): {targets}.",
         "Other load: CPU of every process but Daphne, the upstream server and this one"
@@ -1354,9 +1354,9 @@ def parse_args() -> argparse.Namespace:
     if args.processes > 1 and args.layer != "redis":
         parser.error("--processes > 1 needs --layer redis (the in-memory layer is per process)")
     k_values = [int(k) for k in args.streams.split(",")]
-    args.streams = (
-        k_values if args.ablate or args.burst else [k for k in k_values for _ in range(args.repeat)]
-    )
+    # Repeats go round the K values (50, 100, 50, 100…), so a slow minute of the host is not one K's.
+    rounds = [k for _ in range(args.repeat) for k in k_values]
+    args.streams = k_values if args.ablate or args.burst else rounds
     return args
 
 
