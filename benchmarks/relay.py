@@ -1,7 +1,28 @@
 """Relay overhead: K concurrent streams through the whole stack vs. the same server read directly.
 
     .venv/bin/python benchmarks/relay.py [--streams 1,10,50,100] [--rate 50] [--chunks 200]
-                                         [--ramp 1.0] [--repeat 1] [--redis]
+                                         [--ramp 1.0] [--repeat 1] [--fast-paths all]
+                                         [--processes 1] [--layer memory|redis] [--db sqlite|postgres]
+                                         [--save figures.json]
+    … --ablate [--only none,gc_freeze] --streams 50 --repeat 3   all vs all-minus-each fast path
+    … --burst [--profile] --streams 50 --chunks 20 --repeat 3     K submissions at once, paths on/off
+
+Modes
+-----
+Plain: one row per K (and per repeat, going round the K values), as described below.
+--processes N (with --layer redis; PostgreSQL by default then): N Daphne processes on one
+database and one Redis; stream i submits to and listens on process i mod N. PostgreSQL is the
+database in --pg-url, dropped and created anew; Redis the database in --redis-url, emptied.
+--ablate: for each fast-path name, "all but that name" against "all", and "none" against
+"all", at the first K: --repeat rounds, each running every configuration's pair in turn (all
+first in even rounds, second in odd ones), each pair sharing one direct phase; a table of
+medians, ranges, differences and a verdict against the spread of every "all" run.
+--burst: for each K and round, a fresh server with fast paths on (all) and one with them off
+(none): IDLE_SUBMISSIONS runs one at a time, then K runs whose requests are written within a
+few ms on connections opened beforehand; the submissions' answer times and the runs' TTFT.
+--profile samples the first Daphne process with py-spy meanwhile (pip install py-spy).
+The servers run with no per-user or per-workspace cap on active runs (one user submits them
+all) and a relay pool larger than K.
 
 Method
 ------
