@@ -621,16 +621,19 @@ class BenchServer(AppServer):
 
     def start(self) -> BenchServer:
         try:
-            return super().start()
-        except requests.Timeout:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    requests.get(self.url + "/accounts/login/", timeout=10)
-                    return self
-                except requests.RequestException:
-                    time.sleep(0.2)
-            self.stop()
+            try:
+                return super().start()
+            except requests.Timeout:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        requests.get(self.url + "/accounts/login/", timeout=10)
+                        return self
+                    except requests.RequestException:
+                        time.sleep(0.2)
+                raise
+        except BaseException:
+            self.stop()  # not left running: __exit__ is not called when __enter__ raises
             raise
 
 
