@@ -1,7 +1,28 @@
 """Relay overhead: K concurrent streams through the whole stack vs. the same server read directly.
 
     .venv/bin/python benchmarks/relay.py [--streams 1,10,50,100] [--rate 50] [--chunks 200]
-                                         [--ramp 1.0] [--repeat 1] [--redis]
+                                         [--ramp 1.0] [--repeat 1] [--fast-paths all]
+                                         [--processes 1] [--layer memory|redis] [--db sqlite|postgres]
+                                         [--save figures.json]
+    … --ablate [--only none,gc_freeze] --streams 50 --repeat 3   all vs all-minus-each fast path
+    … --burst [--profile] --streams 50 --chunks 20 --repeat 3     K submissions at once, paths on/off
+
+Modes
+-----
+Plain: one row per K (and per repeat, going round the K values), as described below.
+--processes N (with --layer redis; PostgreSQL by default then): N Daphne processes on one
+database and one Redis; stream i submits to and listens on process i mod N. PostgreSQL is the
+database in --pg-url, dropped and created anew; Redis the database in --redis-url, emptied.
+--ablate: for each fast-path name, "all but that name" against "all", and "none" against
+"all", at the first K: --repeat rounds, each running every configuration's pair in turn (all
+first in even rounds, second in odd ones), each pair sharing one direct phase; a table of
+medians, ranges, differences and a verdict against the spread of every "all" run.
+--burst: for each K and round, a fresh server with fast paths on (all) and one with them off
+(none): IDLE_SUBMISSIONS runs one at a time, then K runs whose requests are written within a
+few ms on connections opened beforehand; the submissions' answer times and the runs' TTFT.
+--profile samples the first Daphne process with py-spy meanwhile (pip install py-spy).
+The servers run with no per-user or per-workspace cap on active runs (one user submits them
+all) and a relay pool larger than K.
 
 Method
 ------
@@ -43,6 +64,7 @@ end with a `run.done` whose status is "completed" and whose text holds every mar
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import math
@@ -50,14 +72,17 @@ import os
 import random
 import re
 import secrets
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -67,12 +92,14 @@ from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from tests.fakes import chunk, frames, usage_chunk  # noqa: E402
-from tests.servers import AppServer, Client, app_database, manage  # noqa: E402
+from tests.servers import AppServer, Client, base_env, manage  # noqa: E402
 
 MARKER = re.compile(r"⟦(\d+)@(\d+\.\d+)⟧")
 PROVIDER = "Bench"
 PROBES, PROBE_CHUNKS = 10, 5
 TICKS = os.sysconf("SC_CLK_TCK")
+PG_URL = "postgres://postgres@127.0.0.1:5432/h_bench"
+REDIS_URL = "redis://127.0.0.1:6379/5"
 TARGET_K, TARGET_RATE = 50, 50.0
 TARGETS = {"added p50": 2.0, "added p99": 25.0, "TTFT overhead p50": 30.0}  # ms
 NOISY_CORES = 0.25  # other processes' load above which a row's figures are suspect
@@ -342,12 +369,12 @@ def rss_bytes(pid: int) -> int:
 
 @dataclass
 class PeakRss:
-    pid: int
+    stack: Stack
     value: int = 0
 
     async def track(self) -> None:
         while True:
-            self.value = max(self.value, rss_bytes(self.pid))
+            self.value = max(self.value, self.stack.rss())
             await asyncio.sleep(0.05)
 
 
@@ -402,14 +429,22 @@ async def read_events(reader: asyncio.StreamReader, stream: Stream) -> str:
 
 @dataclass
 class Stack:
-    server: AppServer
+    """One or more Daphne processes on one database; stream i goes to server i mod n."""
+
+    servers: list[AppServer]
     client: Client
     provider: int
     upstream: Upstream
 
     @property
-    def pid(self) -> int:
-        return self.server.proc.pid
+    def pids(self) -> list[int]:
+        return [server.proc.pid for server in self.servers]
+
+    def server(self, i: int) -> AppServer:
+        return self.servers[i % len(self.servers)]
+
+    def rss(self) -> int:
+        return sum(rss_bytes(pid) for pid in self.pids)
 
 
 def provider_id(client: Client, name: str) -> int:
@@ -424,21 +459,22 @@ async def run_stack(stack: Stack, starts: list[Start]) -> Phase:
     conversations = [await asyncio.to_thread(stack.client.new_conversation) for _ in starts]
     probes = [s.start.probe for s in streams]
     sockets = await open_sockets(stack, conversations, probes, want=True)
-    rss_before = rss_bytes(stack.pid)  # the probes' sockets are not the K streams' memory
+    rss_before = stack.rss()  # the probes' sockets are not the K streams' memory
     sockets.update(await open_sockets(stack, conversations, probes, want=False))
     pairs = list(zip(conversations, streams, strict=True))
-    peak = PeakRss(stack.pid, rss_before)
+    peak = PeakRss(stack, rss_before)
     tracker = asyncio.create_task(peak.track())
-    cpu = CpuWindow(stack.pid, stack.upstream.proc.pid)
+    cpu = CpuWindow(*stack.pids, stack.upstream.proc.pid)
     try:
         with ThreadPoolExecutor(len(streams)) as pool:
-            runs = [follow(stack, sockets[i], c, s, pool) for i, (c, s) in enumerate(pairs)]
+            runs = [follow(stack, i, sockets[i], c, s, pool) for i, (c, s) in enumerate(pairs)]
             await finish(runs, deadline(starts, stack.upstream.rate))
     finally:
         cpu.stop()
         tracker.cancel()
         await asyncio.gather(*(ws.close() for ws in sockets.values()))
-    return Phase(streams, cpu.by_pid[0], cpu.other_cores, cpu.steal_cores, peak.value - rss_before)
+    daphne = sum(cpu.by_pid[: len(stack.pids)])
+    return Phase(streams, daphne, cpu.other_cores, cpu.steal_cores, peak.value - rss_before)
 
 
 async def open_sockets(
@@ -446,15 +482,16 @@ async def open_sockets(
 ) -> dict[int, ClientConnection]:
     """Websockets for the streams that are (or are not) probes, by stream position."""
     chosen = [i for i, probe in enumerate(probes) if probe == want]
-    opened = await asyncio.gather(*(open_socket(stack, conversations[i]) for i in chosen))
+    opened = await asyncio.gather(*(open_socket(stack, i, conversations[i]) for i in chosen))
     return dict(zip(chosen, opened, strict=True))
 
 
-async def open_socket(stack: Stack, conversation: int) -> ClientConnection:
-    url = stack.server.url.replace("http://", "ws://") + f"/ws/conversations/{conversation}/"
+async def open_socket(stack: Stack, i: int, conversation: int) -> ClientConnection:
+    server = stack.server(i)
+    url = server.url.replace("http://", "ws://") + f"/ws/conversations/{conversation}/"
     ws = await connect(
         url,
-        origin=stack.server.url,
+        origin=server.url,
         additional_headers={"Cookie": stack.client.cookie_header},
         proxy=None,
     )
@@ -484,14 +521,14 @@ async def watch(ws: ClientConnection, stream: Stream) -> None:
 
 
 async def follow(
-    stack: Stack, ws: ClientConnection, conversation: int, stream: Stream, pool: Executor
+    stack: Stack, i: int, ws: ClientConnection, conversation: int, stream: Stream, pool: Executor
 ) -> None:
     """Submit one run when its time comes, and record it from its websocket until run.done."""
     watcher = asyncio.create_task(watch(ws, stream))
     await asyncio.sleep(stream.start.delay)
     loop = asyncio.get_running_loop()
     try:
-        stream.started = await loop.run_in_executor(pool, submit, stack, conversation, stream)
+        stream.started = await loop.run_in_executor(pool, submit, stack, i, conversation, stream)
     except (RuntimeError, requests.RequestException) as exc:
         watcher.cancel()
         stream.status = f"submit failed ({exc})"
@@ -499,7 +536,7 @@ async def follow(
     await watcher
 
 
-def submit(stack: Stack, conversation: int, stream: Stream) -> float:
+def submit(stack: Stack, i: int, conversation: int, stream: Stream) -> float:
     """POST one run as a browser tab would (its own connection); returns when it started."""
     body = {
         "provider": stack.provider,
@@ -510,7 +547,7 @@ def submit(stack: Stack, conversation: int, stream: Stream) -> float:
     with requests.Session() as session:
         session.cookies.update(stack.client.session.cookies)
         started = time.time()
-        url = f"{stack.client.url}/api/conversations/{conversation}/runs/"
+        url = f"{stack.server(i).url}/api/conversations/{conversation}/runs/"
         response = session.post(url, json=body, headers=stack.client.headers)
     if response.status_code != 201:
         raise RuntimeError(f"HTTP {response.status_code} {response.text[:200]}")
@@ -533,6 +570,7 @@ class Row:
     direct: Phase
     stack: Phase
     log_lines: list[str]
+    fast_paths: str = "all"
 
     def added(self, q: float) -> float:
         return percentile(self.stack.latencies, q) - percentile(self.direct.latencies, q)
@@ -565,28 +603,128 @@ class Row:
         ]
 
 
-def measure(k: int, args: argparse.Namespace, upstream: Upstream, env: dict[str, str]) -> Row:
-    starts = plan(k, args.chunks, args.rate, args.ramp)
-    log(f"K={k}: direct…")
-    direct = asyncio.run(run_direct(upstream, starts))
-    log(f"K={k}: through the stack…")
-    with AppServer(env) as server:
-        client = Client(server.url)
-        stack = Stack(server, client, provider_id(client, PROVIDER), upstream)
-        asyncio.run(run_stack(stack, plan(1, 5, args.rate, 0.0, probes=0)))  # warm-up
-        through = asyncio.run(run_stack(stack, starts))
-    log(f"K={k}: {through.chunks}/{through.expected} chunks; Daphne log {server.log_path}")
-    return Row(k, args.rate, direct, through, log_anomalies(server.output()))
+def server_env(env: dict[str, str], fast_paths: str, args: argparse.Namespace) -> dict[str, str]:
+    """The app servers' environment: the fast paths asked for, and no per-user or per-workspace
+    cap on active runs (one user submits all K), nor a relay pool smaller than K."""
+    return {
+        **env,
+        "PLAYGROUND_FAST_PATHS": fast_paths,
+        "PLAYGROUND_MAX_STREAMS_PER_USER": "0",
+        "PLAYGROUND_MAX_STREAMS_PER_WORKSPACE": "0",
+        "PLAYGROUND_MAX_STREAMS": str(max(args.streams) + PROBES + 8),
+    }
+
+
+class BenchServer(AppServer):
+    """An AppServer that waits longer for its first answer: on a loaded host the readiness
+    probe's one-second timeout can pass while Daphne is still loading the app."""
+
+    def start(self) -> BenchServer:
+        try:
+            try:
+                return super().start()
+            except requests.Timeout:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        requests.get(self.url + "/accounts/login/", timeout=10)
+                        return self
+                    except requests.RequestException:
+                        time.sleep(0.2)
+                raise
+        except BaseException:
+            self.stop()  # not left running: __exit__ is not called when __enter__ raises
+            raise
 
 
 @contextmanager
-def bench_database(redis: bool, upstream: Upstream) -> Iterator[dict[str, str]]:
-    """A fresh database with the Bench provider; DEBUG off, as in production."""
-    kind = "postgres" if redis else "sqlite"
-    with app_database(kind, redis=redis, DEBUG="0", SECRET_KEY=secrets.token_urlsafe(32)) as env:
-        key_env = {**env, "PLAYGROUND_PROVIDER_KEY": "sk-bench-0000"}
-        manage(key_env, "addprovider", PROVIDER, "--base-url", upstream.base_url)
+def running_stack(
+    args: argparse.Namespace, upstream: Upstream, env: dict[str, str], fast_paths: str
+) -> Iterator[Stack]:
+    """`--processes` fresh Daphne processes, logged in, each warmed up with one short run."""
+    with ExitStack() as started:
+        servers_env = server_env(env, fast_paths, args)
+        servers = [started.enter_context(BenchServer(servers_env)) for _ in range(args.processes)]
+        client = Client(servers[0].url)
+        stack = Stack(servers, client, provider_id(client, PROVIDER), upstream)
+        asyncio.run(run_stack(stack, plan(len(servers), 5, args.rate, 0.0, probes=0)))  # warm-up
+        yield stack
+
+
+def stack_log_anomalies(stack: Stack) -> list[str]:
+    return [line for server in stack.servers for line in log_anomalies(server.output())]
+
+
+def measure(
+    k: int,
+    args: argparse.Namespace,
+    upstream: Upstream,
+    env: dict[str, str],
+    fast_paths: str = "all",
+    direct: Phase | None = None,
+) -> Row:
+    """One row: the direct phase (unless given, e.g. shared by an ablation pair), then the stack."""
+    starts = plan(k, args.chunks, args.rate, args.ramp)
+    if direct is None:
+        log(f"K={k}: direct…")
+        direct = asyncio.run(run_direct(upstream, starts))
+    log(f"K={k}: through the stack (fast paths: {fast_paths}, {args.processes} process(es))…")
+    with running_stack(args, upstream, env, fast_paths) as stack:
+        through = asyncio.run(run_stack(stack, starts))
+        anomalies = stack_log_anomalies(stack)
+    log(f"K={k}: {through.chunks}/{through.expected} chunks")
+    return Row(k, args.rate, direct, through, anomalies, fast_paths)
+
+
+@contextmanager
+def bench_database(args: argparse.Namespace, upstream: Upstream) -> Iterator[dict[str, str]]:
+    """A fresh database with the Bench provider; DEBUG off, as in production.
+
+    SQLite: a file in a temporary directory. PostgreSQL: the database named in --pg-url,
+    dropped and created anew. Redis layer: the Redis database in --redis-url, emptied, with
+    a prefix of this run's own.
+    """
+    from cryptography.fernet import Fernet
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        env = base_env(
+            PLAYGROUND_DATA_DIR=tmp,
+            DEBUG="0",
+            SECRET_KEY=secrets.token_urlsafe(32),
+            PLAYGROUND_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        )
+        if args.db == "postgres":
+            recreate_postgres(args.pg_url)
+            env["DATABASE_URL"] = args.pg_url
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{tmp}/playground.sqlite3"
+        if args.layer == "redis":
+            import redis
+
+            redis.Redis.from_url(args.redis_url).flushdb()
+            env["REDIS_URL"] = args.redis_url
+            env["PLAYGROUND_CHANNEL_PREFIX"] = f"bench-{secrets.token_hex(4)}"
+        manage(env, "migrate", "--noinput", "-v0")
+        manage(env, "bootstrap")
+        manage(
+            {**env, "PLAYGROUND_PROVIDER_KEY": "sk-bench-0000"},
+            "addprovider",
+            PROVIDER,
+            "--base-url",
+            upstream.base_url,
+        )
         yield env
+
+
+def recreate_postgres(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 # ---------------------------------------------------------------------------- report
@@ -646,21 +784,36 @@ def table_row(row: Row) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def setup(args: argparse.Namespace) -> str:
+    """The stack measured, in words."""
+    db = "PostgreSQL" if args.db == "postgres" else "SQLite"
+    layer = "Redis" if args.layer == "redis" else "in-memory layer"
+    processes = f"{args.processes} Daphne processes (stream i on process i mod {args.processes})"
+    return f"{db} + {layer}; {processes if args.processes > 1 else '1 Daphne process'}"
+
+
+def conditions(speed: float) -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPUs; load average {load} (1, 5, 15 min) at the end; machine speed "
+        f"{speed:.2f} µs to decode one chunk (json.loads, best of 5, at the start)."
+    )
+
+
 def report(rows: list[Row], args: argparse.Namespace, speed: float) -> str:
-    layer = "PostgreSQL + Redis" if args.redis else "SQLite + in-memory layer"
     targets = ", ".join(f"{name} ≤ {limit:g} ms" for name, limit in TARGETS.items())
     lines = [
         f"Relay benchmark: {args.chunks} chunks per stream, the K streams started over "
-        f"{args.ramp:g} s, TTFT from {PROBES} probes made while they flow; {layer}; "
-        f"{os.cpu_count()} CPUs; machine speed: {speed:.2f} µs to decode one chunk (json.loads, best of 5).",
+        f"{args.ramp:g} s, TTFT from {PROBES} probes made while they flow; {setup(args)}; "
+        f"fast paths: {args.fast_paths}; {conditions(speed)}",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),
-        *(table_row(row) for row in rows),
+        *(table_row(row) for row in sorted(rows, key=lambda row: row.k)),
         "",
         f"Added = stack percentile - direct percentile. Targets (K=50, R=50): {targets}.",
         "Other load: CPU of every process but Daphne, the upstream server and this one"
-        + (" (PostgreSQL and Redis included)" if args.redis else "")
+        + (" (PostgreSQL and Redis included)" if args.db == "postgres" or args.layer == "redis" else "")
         + "; steal: CPU time the hypervisor did not give this machine although it was ready to"
         " run; both for the stack phase (direct phase).",
         "",
@@ -690,6 +843,505 @@ def findings(rows: list[Row]) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------- figures, saved
+
+
+def row_figures(row: Row) -> dict:
+    """One stack run's figures, as saved with --save and compared by --ablate."""
+    return {
+        "k": row.k,
+        "fast_paths": row.fast_paths,
+        "at": time.time(),
+        "added_p50": row.added(50),
+        "added_p99": row.added(99),
+        "added_p99_all_flowing": row.added_while_all_flow(99),
+        "ttft_overhead": row.ttft_overhead(),
+        "ttft_overhead_k_starts": row.ttft_overhead(probes=False),
+        "cpu_per_chunk": row.stack.cpu_per_chunk(),
+        "direct_cpu_per_chunk": row.direct.cpu_per_chunk(),
+        "chunks": row.stack.chunks,
+        "expected": row.stack.expected,
+        "other_cores": row.stack.other_cores,
+        "steal_cores": row.stack.steal_cores,
+        "streams_wrong": len(row.stack.problems()),
+        "log_lines": len(row.log_lines),
+    }
+
+
+def save(args: argparse.Namespace, figures: list[dict]) -> None:
+    if args.save:
+        args.save.write_text(json.dumps(figures, indent=1))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def iqr(values: list[float]) -> float:
+    """Interquartile range (0 with fewer than two values)."""
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
+def span(values: list[float], digits: int = 1) -> str:
+    return f"{min(values):.{digits}f}–{max(values):.{digits}f}" if values else "–"
+
+
+# ---------------------------------------------------------------------------- ablation
+
+ABLATION_METRICS = (
+    ("added p99 ms", "added_p99", 1),
+    ("TTFT overhead p50 ms", "ttft_overhead", 1),
+    ("CPU µs/chunk", "cpu_per_chunk", 0),
+)
+
+
+def fast_path_names() -> list[str]:
+    """settings.FAST_PATH_NAMES, read from the source (importing settings makes directories)."""
+    tree = ast.parse((ROOT / "playground" / "settings.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "FAST_PATH_NAMES" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError("no FAST_PATH_NAMES in playground/settings.py")
+
+
+def ablation_configs(only: str | None) -> list[tuple[str, str]]:
+    """(label, PLAYGROUND_FAST_PATHS): none, then all but each name."""
+    names = fast_path_names()
+    configs = [("none", "none")] + [(name, ",".join(n for n in names if n != name)) for name in names]
+    if only:
+        wanted = {name.strip() for name in only.split(",")}
+        configs = [config for config in configs if config[0] in wanted]
+    return configs
+
+
+def ablate(args: argparse.Namespace, upstream: Upstream, env: dict[str, str], speed: float) -> str:
+    """For each configuration, --repeat pairs (all, configuration) at one K, interleaved: round r
+    runs every configuration's pair in turn, "all" first in even rounds and second in odd ones.
+    A pair shares one direct phase, measured just before it."""
+    k = args.streams[0]
+    configs = ablation_configs(args.only)
+    pairs: dict[str, list[tuple[dict, dict]]] = {label: [] for label, _ in configs}
+    figures: list[dict] = []
+    for r in range(args.repeat):
+        for label, value in configs:
+            direct = asyncio.run(run_direct(upstream, plan(k, args.chunks, args.rate, args.ramp)))
+            order = [("all", "all"), (label, value)]
+            got = {}
+            for name, fast_paths in order[:: -1 if r % 2 else 1]:
+                row = measure(k, args, upstream, env, fast_paths, direct)
+                got[name] = row_figures(row) | {"config": name, "pair": r, "against": label}
+                figures.append(got[name])
+            pairs[label].append((got["all"], got[label]))
+            save(args, figures)
+            a, b = got["all"], got[label]
+            log(
+                f"round {r + 1}/{args.repeat}, without {label}: added p99 {a['added_p99']:.1f} / "
+                f"{b['added_p99']:.1f} ms, TTFT {a['ttft_overhead']:.1f} / {b['ttft_overhead']:.1f} ms, "
+                f"CPU {a['cpu_per_chunk']:.0f} / {b['cpu_per_chunk']:.0f} µs (all / without)"
+            )
+    return ablation_report(args, speed, k, pairs, figures)
+
+
+def ablation_report(
+    args: argparse.Namespace,
+    speed: float,
+    k: int,
+    pairs: dict[str, list[tuple[dict, dict]]],
+    figures: list[dict],
+) -> str:
+    every_all = [f for f in figures if f["config"] == "all"]
+    noise = {key: iqr([f[key] for f in every_all]) for _, key, _ in ABLATION_METRICS}
+    header = ["without", "pairs"] + [f"{name}: all / without (Δ)" for name, _, _ in ABLATION_METRICS]
+    header += ["verdict", "chunks lost / streams wrong"]
+    lines = [
+        f"Fast-path ablation at K={k}: {args.chunks} chunks per stream at {args.rate:g} chunks/s, the K "
+        f"streams started over {args.ramp:g} s; {setup(args)}; {args.repeat} interleaved pairs per row; "
+        f"{conditions(speed)}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for label, runs in pairs.items():
+        cells = [label if label == "none" else f"all − {label}", str(len(runs))]
+        verdicts = []
+        for name, key, digits in ABLATION_METRICS:
+            with_all = [a[key] for a, _ in runs]
+            without = [b[key] for _, b in runs]
+            diffs = [b - a for a, b in zip(with_all, without, strict=True)]
+            delta = median(diffs)
+            cells.append(
+                f"{median(with_all):.{digits}f} ({span(with_all, digits)}) / "
+                f"{median(without):.{digits}f} ({span(without, digits)}) ({delta:+.{digits}f})"
+            )
+            apart = min(without) > max(with_all) or max(without) < min(with_all)
+            if abs(delta) > noise[key] and apart:
+                verdicts.append(f"{name.split(' ')[0]} {'worse' if delta > 0 else 'better'} without")
+        cells.append("moves beyond noise: " + "; ".join(verdicts) if verdicts else "within noise")
+        lost = sum(f["expected"] - f["chunks"] for pair in runs for f in pair)
+        wrong = sum(f["streams_wrong"] for pair in runs for f in pair)
+        cells.append(f"{lost} / {wrong}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Cells: median over the pairs (min–max) for all / for the configuration, and Δ = the median of the "
+        'pairs\' differences (without − all). Noise: the interquartile range of every "all" run in this '
+        f"ablation ({len(every_all)} runs): "
+        + "; ".join(
+            f"{name} {noise[key]:.{digits}f} (min–max {span([f[key] for f in every_all], digits)})"
+            for name, key, digits in ABLATION_METRICS
+        )
+        + ". A figure moves beyond noise when |Δ| exceeds that IQR and the row's runs do not overlap (every"
+        " run without the patch above, or every one below, every run with all). With 3 pairs, runs of one"
+        " configuration fall apart so by chance once in 10 (4 pairs: once in 35), so over the rows' 30"
+        " comparisons one or two such verdicts may be chance.",
+        "Other load during the stack phases: "
+        + span([max(0.0, f["other_cores"]) for f in figures], 2)
+        + " cores; steal "
+        + span([f["steal_cores"] for f in figures], 2)
+        + " cores.",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- burst start
+
+IDLE_SUBMISSIONS = 10  # one at a time, each after the previous run's run.done
+
+
+@dataclass
+class Submission:
+    sent: float = 0.0
+    answered: float | None = None
+    status: int | None = None
+
+    @property
+    def ms(self) -> float | None:
+        return None if self.answered is None else (self.answered - self.sent) * 1000
+
+
+@dataclass
+class Burst:
+    submissions: list[Submission]
+    streams: list[Stream]
+    cpu_seconds: float  # Daphne's, from the first request sent to the last run.done
+    other_cores: float
+
+    def times(self) -> list[float]:
+        return [s.ms for s in self.submissions if s.ms is not None]
+
+    def ttfts(self, upstream: bool = False) -> list[float]:
+        values = (s.ttft_upstream if upstream else s.ttft for s in self.streams)
+        return [value for value in values if value is not None]
+
+    def relay_part(self) -> list[float]:
+        """TTFT after the upstream wrote the first chunk: its way through the relay."""
+        return [(s.first_marker - s.first_sent) * 1000 for s in self.streams if s.first_sent is not None]
+
+    def send_spread(self) -> float:
+        sent = [s.sent for s in self.submissions]
+        return (max(sent) - min(sent)) * 1000
+
+    def refused(self) -> int:
+        return sum(s.status != 201 for s in self.submissions)
+
+
+def raw_request(stack: Stack, i: int, conversation: int, chunks: int) -> bytes:
+    """The submit POST as bytes, to be written at once on a connection opened beforehand."""
+    server = stack.server(i)
+    body = json.dumps(
+        {
+            "provider": stack.provider,
+            "model": "bench",
+            "message": "go",
+            "params": {"stream": True, "max_tokens": chunks},
+        }
+    )
+    headers = {
+        "Host": f"127.0.0.1:{server.port}",
+        "Cookie": stack.client.cookie_header,
+        "X-CSRFToken": stack.client.session.cookies["csrftoken"],
+        "Referer": server.url,
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body.encode())),
+    }
+    head = f"POST /api/conversations/{conversation}/runs/ HTTP/1.1\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (head + "\r\n" + body).encode()
+
+
+async def read_response(reader: asyncio.StreamReader, submission: Submission) -> None:
+    """Read one HTTP response (Content-Length or chunked); note when its last byte came."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    lines = head.split("\r\n")
+    submission.status = int(lines[0].split(" ")[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    if "content-length" in headers:
+        await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+            await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")
+    submission.answered = time.time()
+
+
+async def run_burst(stack: Stack, k: int, chunks: int) -> Burst:
+    """K runs submitted at once: their conversations, websockets and HTTP connections are
+    opened first, then the K requests are written one after the other, with no await between."""
+    streams = [Stream(Start(0.0, chunks)) for _ in range(k)]
+    conversations = [await asyncio.to_thread(stack.client.new_conversation) for _ in range(k)]
+    sockets = await open_sockets(stack, conversations, [False] * k, want=False)
+    connections = [await asyncio.open_connection("127.0.0.1", stack.server(i).port) for i in range(k)]
+    payloads = [raw_request(stack, i, conversations[i], chunks) for i in range(k)]
+    submissions = [Submission() for _ in range(k)]
+    watchers = [asyncio.create_task(watch(sockets[i], streams[i])) for i in range(k)]
+    await asyncio.sleep(0.2)  # the server done with the handshakes
+    cpu = CpuWindow(*stack.pids, stack.upstream.proc.pid)
+    try:
+        for i, (_, writer) in enumerate(connections):
+            submissions[i].sent = streams[i].started = time.time()
+            writer.write(payloads[i])
+        answers = [read_response(reader, submissions[i]) for i, (reader, _) in enumerate(connections)]
+        await finish(answers, 120)
+        await finish([asyncio.wait_for(watcher, 120) for watcher in watchers], 130)
+    finally:
+        cpu.stop()
+        for _, writer in connections:
+            writer.close()
+        await asyncio.gather(*(ws.close() for ws in sockets.values()))
+    daphne = sum(cpu.by_pid[: len(stack.pids)])
+    return Burst(submissions, streams, daphne, cpu.other_cores)
+
+
+async def run_idle(stack: Stack, chunks: int) -> Burst:
+    """IDLE_SUBMISSIONS runs one at a time: a submission's time with nothing else going on."""
+    bursts = [await run_burst(stack, 1, chunks) for _ in range(IDLE_SUBMISSIONS)]
+    return Burst(
+        [s for b in bursts for s in b.submissions],
+        [s for b in bursts for s in b.streams],
+        sum(b.cpu_seconds for b in bursts),
+        median([b.other_cores for b in bursts]),
+    )
+
+
+def burst_figures(k: int, label: str, r: int, idle: Burst, burst: Burst, profile: dict | None) -> dict:
+    def pct(values: list[float], q: float) -> float:
+        return percentile(values, q)
+
+    problems = [p for s in burst.streams for p in s.problems()]
+    return {
+        "k": k,
+        "fast_paths": label,
+        "round": r,
+        "at": time.time(),
+        "send_spread_ms": burst.send_spread(),
+        "refused": burst.refused(),
+        "submit_p50": pct(burst.times(), 50),
+        "submit_p99": pct(burst.times(), 99),
+        "ttft_p50": pct(burst.ttfts(), 50),
+        "ttft_p99": pct(burst.ttfts(), 99),
+        "before_upstream_p50": pct(burst.ttfts(upstream=True), 50),
+        "before_upstream_p99": pct(burst.ttfts(upstream=True), 99),
+        "relay_part_p50": pct(burst.relay_part(), 50),
+        "relay_part_p99": pct(burst.relay_part(), 99),
+        "cpu_ms_per_run": burst.cpu_seconds / k * 1000,
+        "other_cores": burst.other_cores,
+        "idle_submit_p50": pct(idle.times(), 50),
+        "idle_submit_p99": pct(idle.times(), 99),
+        "idle_ttft_p50": pct(idle.ttfts(), 50),
+        "idle_cpu_ms_per_run": idle.cpu_seconds / len(idle.submissions) * 1000,
+        "streams_wrong": len(problems),
+        "profile": profile,
+    }
+
+
+def burst(args: argparse.Namespace, upstream: Upstream, env: dict[str, str], speed: float) -> str:
+    """For each K and round: a fresh server with fast paths on (all), one with them off (none),
+    in alternating order; on each, IDLE_SUBMISSIONS runs one at a time, then the burst."""
+    configs = [("on", "all"), ("off", "none")]
+    figures: list[dict] = []
+    for r in range(args.repeat):
+        for k in args.streams:
+            for label, fast_paths in configs[:: -1 if r % 2 else 1]:
+                log(f"burst K={k}, fast paths {label}, round {r + 1}/{args.repeat}…")
+                with running_stack(args, upstream, env, fast_paths) as stack:
+                    idle = asyncio.run(run_idle(stack, 2))
+                    with sampling(stack, args.profile) as profile:
+                        result = asyncio.run(run_burst(stack, k, args.chunks))
+                    anomalies = stack_log_anomalies(stack)
+                figures.append(burst_figures(k, label, r, idle, result, profile.get("summary")))
+                figures[-1]["log_lines"] = len(anomalies)
+                save(args, figures)
+    return burst_report(args, speed, figures)
+
+
+BURST_HEADER = [
+    "K",
+    "fast paths",
+    "round",
+    "K requests written within, ms",
+    "submission answered p50 / p99 ms",
+    "idle submission p50 / p99 ms",
+    "TTFT p50 / p99 ms",
+    "TTFT before upstream's chunk 1, p50 / p99 ms",
+    "TTFT after it (relay), p50 / p99 ms",
+    "idle TTFT p50 ms",
+    "Daphne CPU ms per run, burst (idle)",
+    "other load, cores",
+    "refused / streams wrong / log lines",
+]
+
+
+def burst_report(args: argparse.Namespace, speed: float, figures: list[dict]) -> str:
+    def two(f: dict, a: str, b: str) -> str:
+        return f"{ms(f[a])} / {ms(f[b])}"
+
+    lines = [
+        f"Burst start: K runs of {args.chunks} chunks at {args.rate:g} chunks/s submitted at once; "
+        f"{setup(args)}; {conditions(speed)}",
+        "",
+        "| " + " | ".join(BURST_HEADER) + " |",
+        "|" + "---|" * len(BURST_HEADER),
+    ]
+    for f in sorted(figures, key=lambda f: (f["k"], f["fast_paths"] != "on", f["round"])):
+        cells = [
+            str(f["k"]),
+            f["fast_paths"],
+            str(f["round"] + 1),
+            f"{f['send_spread_ms']:.1f}",
+            two(f, "submit_p50", "submit_p99"),
+            two(f, "idle_submit_p50", "idle_submit_p99"),
+            two(f, "ttft_p50", "ttft_p99"),
+            two(f, "before_upstream_p50", "before_upstream_p99"),
+            two(f, "relay_part_p50", "relay_part_p99"),
+            ms(f["idle_ttft_p50"]),
+            f"{f['cpu_ms_per_run']:.1f} ({f['idle_cpu_ms_per_run']:.1f})",
+            f"{max(0.0, f['other_cores']):.2f}",
+            f"{f['refused']} / {f['streams_wrong']} / {f['log_lines']}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Submission answered = request written → last byte of its HTTP response, on a connection opened "
+        f"beforehand; idle = {IDLE_SUBMISSIONS} submissions one at a time on the same server just before. "
+        "TTFT = request written → first marker on the run's websocket; its part before the upstream wrote "
+        "chunk 1 is the submission and the relay's request, the part after is the chunk's way through.",
+    ]
+    profiles = [f for f in figures if f.get("profile")]
+    if profiles:
+        lines += ["", *profile_report(profiles)]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- sampling
+
+PROFILE_RATE, PROFILE_SECONDS = 200, 4
+# Innermost functions of a thread with nothing to do: a pool's queue, the loop's epoll, the
+# keeper's timer, a relay thread waiting for the loop to hand it something.
+WAITING_FOR_WORK = {"wait", "get", "_worker", "select", "poll", "doPoll", "_keep", "sleep"}
+DATABASE_FRAMES = ("django/db/", "sqlite3", "psycopg")
+
+
+@contextmanager
+def sampling(stack: Stack, enabled: bool) -> Iterator[dict]:
+    """py-spy on the first Daphne process for PROFILE_SECONDS from entry, twice at once: every
+    thread's samples (--idle) and only those of threads on a CPU. Summarised into
+    result["summary"] on exit (an empty dict when not enabled)."""
+    result: dict = {}
+    if not enabled:
+        yield result
+        return
+    spy = Path(sys.executable).with_name("py-spy")
+    files = {
+        kind: Path(tempfile.mkstemp(prefix=f"pyspy-{kind}-", suffix=".txt")[1]) for kind in ("all", "busy")
+    }
+    procs = []
+    for kind, path in files.items():
+        command = [str(spy), "record", "--pid", str(stack.pids[0]), "--rate", str(PROFILE_RATE)]
+        command += ["--duration", str(PROFILE_SECONDS), "--format", "raw", "--threads", "--nonblocking"]
+        command += ["-o", str(path)] + (["--idle"] if kind == "all" else [])
+        procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(0.5)  # attached
+    try:
+        yield result
+    finally:
+        for proc in procs:
+            proc.wait(PROFILE_SECONDS + 30)
+        result["summary"] = summarise_samples(*(read_samples(files[k]) for k in ("all", "busy")))
+
+
+def read_samples(path: Path) -> list[tuple[str, list[str], int]]:
+    """(thread name, frames outermost first, count) per line of py-spy's raw output."""
+    samples = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        thread, *calls = stack.split(";")  # "thread (<tid>): <name>", then the frames
+        samples.append((thread.split("): ", 1)[-1], calls, int(count)))
+    return samples
+
+
+def thread_role(name: str) -> str:
+    if name == "MainThread":
+        return "event loop"
+    if name.startswith("relay"):
+        return "relay threads"
+    if name.startswith(("request-", "ThreadPoolExecutor", "asgiref")):
+        return "request threads"
+    return "other threads"
+
+
+def sample_state(calls: list[str], busy: bool) -> str:
+    if any(marker in call for call in calls for marker in DATABASE_FRAMES):
+        return "on CPU in the database driver" if busy else "blocked in the database driver"
+    if busy:
+        return "on CPU, Python"
+    if calls and calls[-1].split(" ")[0].rsplit(".", 1)[-1] in WAITING_FOR_WORK:
+        return "waiting for work"
+    return "blocked elsewhere (the GIL, I/O)"
+
+
+def summarise_samples(every: list, busy: list) -> dict:
+    """Thread-seconds per role and state. Blocked = sampled (--idle) but not on a CPU."""
+    seconds: dict[str, dict[str, float]] = {}
+
+    def add(role: str, state: str, count: int) -> None:
+        by_state = seconds.setdefault(role, {})
+        by_state[state] = by_state.get(state, 0.0) + count / PROFILE_RATE
+
+    on_cpu: dict[tuple[str, tuple[str, ...]], int] = {}
+    for name, calls, count in busy:
+        on_cpu[(name, tuple(calls))] = on_cpu.get((name, tuple(calls)), 0) + count
+        add(thread_role(name), sample_state(calls, True), count)
+    for name, calls, count in every:
+        idle = max(0, count - on_cpu.get((name, tuple(calls)), 0))
+        if idle:
+            add(thread_role(name), sample_state(calls, False), idle)
+    return seconds
+
+
+def profile_report(profiles: list[dict]) -> list[str]:
+    states = sorted({state for f in profiles for by in f["profile"].values() for state in by})
+    header = ["K", "fast paths", "round", "threads", *states]
+    lines = [
+        f"py-spy on the first Daphne process for {PROFILE_SECONDS} s from the burst's start "
+        f'({PROFILE_RATE} Hz, non-blocking): thread-seconds by state. "Blocked elsewhere" is '
+        'mostly a wait for the GIL; "waiting for work" is an idle pool thread.',
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for f in profiles:
+        for role, by_state in sorted(f["profile"].items()):
+            cells = [str(f["k"]), f["fast_paths"], str(f["round"] + 1), role]
+            cells += [f"{by_state.get(state, 0.0):.2f}" for state in states]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -700,10 +1352,35 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chunks", type=int, default=200, help="chunks per stream")
     parser.add_argument("--ramp", type=float, default=1.0, help="seconds to start the K streams")
     parser.add_argument("--repeat", type=int, default=1, help="runs per K, each its own row (spread)")
-    parser.add_argument("--redis", action="store_true", help="PostgreSQL + Redis instead")
+    parser.add_argument("--fast-paths", default="all", help="PLAYGROUND_FAST_PATHS for the server")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="Daphne processes (needs --layer redis if > 1)"
+    )
+    parser.add_argument("--layer", choices=("memory", "redis"), default="memory", help="channel layer")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), help="default: postgres with --layer redis")
+    parser.add_argument("--redis", action="store_true", help="PostgreSQL + Redis (= --layer redis)")
+    parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL database (dropped and made anew)")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="Redis database (emptied)")
+    parser.add_argument("--ablate", action="store_true", help="all vs all-minus-each fast path, and none")
+    parser.add_argument(
+        "--only", help="--ablate: these configurations only (comma list: none, or patch names)"
+    )
+    parser.add_argument(
+        "--burst", action="store_true", help="K submissions within 20 ms, fast paths on and off"
+    )
+    parser.add_argument("--profile", action="store_true", help="--burst: sample Daphne with py-spy meanwhile")
+    parser.add_argument("--save", type=Path, help="also write every run's figures to this JSON file")
     parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.streams = [int(k) for k in args.streams.split(",") for _ in range(args.repeat)]
+    if args.redis:
+        args.layer = "redis"
+    args.db = args.db or ("postgres" if args.layer == "redis" else "sqlite")
+    if args.processes > 1 and args.layer != "redis":
+        parser.error("--processes > 1 needs --layer redis (the in-memory layer is per process)")
+    k_values = [int(k) for k in args.streams.split(",")]
+    # Repeats go round the K values (50, 100, 50, 100…), so a slow minute of the host is not one K's.
+    rounds = [k for _ in range(args.repeat) for k in k_values]
+    args.streams = k_values if args.ablate or args.burst else rounds
     return args
 
 
@@ -729,9 +1406,16 @@ def main() -> None:
         asyncio.run(serve_upstream(args.rate))
         return
     speed = machine_speed()
-    with Upstream(args.rate) as upstream, bench_database(args.redis, upstream) as env:
-        rows = [measure(k, args, upstream, env) for k in args.streams]
-    print(report(rows, args, speed))
+    with Upstream(args.rate) as upstream, bench_database(args, upstream) as env:
+        if args.ablate:
+            text = ablate(args, upstream, env, speed)
+        elif args.burst:
+            text = burst(args, upstream, env, speed)
+        else:
+            rows = [measure(k, args, upstream, env, args.fast_paths) for k in args.streams]
+            save(args, [row_figures(row) for row in rows])
+            text = report(rows, args, speed)
+    print(text)
 
 
 if __name__ == "__main__":
