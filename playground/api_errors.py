@@ -30,7 +30,7 @@ MESSAGES = {
 
 
 class ApiErrorsMiddleware:
-    """Synchronous only, like the middleware around it (see playground/server/request_threads.py when that fast path is on)."""
+    """Synchronous only, like the middleware around it."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
