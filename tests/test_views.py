@@ -16,10 +16,9 @@ from django.http import HttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import path
-from django.utils import timezone
 
-from playground import models, relay
-from playground.models import Conversation, Membership, Message, Provider, Run
+from playground import relay
+from playground.models import Conversation, Membership, Message, Provider
 from playground.views import runs as views
 from tests.fastpaths import needs
 
@@ -256,37 +255,6 @@ def test_messages_read_in_order_as_the_orm_reads_them(conversation):
     assert read == [[getattr(m, name) for name in fields] for m in conversation.messages.all()]
     assert [(m.position, m.choice_index) for m in conversation.ordered_messages()] == [(1, 0), (2, 0), (2, 1)]
     assert read[0][fields.index("content")] == parts
-
-
-def test_rows_inserted_as_sql_read_back_as_the_orms(alice, conversation, provider):
-    """`insert` is Model.save() for a new row, as one prepared INSERT: every field,
-    defaults included, reads back as from an ORM insert of the same values."""
-    parts = [{"type": "text", "text": "see"}]
-    given = {
-        Message: {"conversation": conversation, "position": 1, "role": "user", "content": parts},
-        Run: {
-            "conversation": conversation,
-            "user": alice,
-            "provider": provider,
-            "model": "m",
-            "request_body": {"model": "m", "messages": [{"role": "user", "content": parts}]},
-            "request_headers": {"Authorization": "Bearer sk-…"},
-            "position": 2,
-            "heartbeat_at": timezone.now(),
-        },
-    }
-    for model, values in given.items():
-        fields = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
-        ours = models.insert(model(**values))
-        theirs = model.objects.create(**values)
-        assert ours.pk is not None
-        assert not ours._state.adding
-        stored = {name: getattr(model.objects.get(pk=ours.pk), name) for name in fields}
-        expected = {name: getattr(model.objects.get(pk=theirs.pk), name) for name in fields}
-        created = {"created_at", "submitted_at"}  # each insert's own default time
-        assert {k: v for k, v in stored.items() if k not in created} == {
-            k: v for k, v in expected.items() if k not in created
-        }
 
 
 def test_a_disabled_provider_cannot_be_used(as_alice, conversation, provider):
