@@ -84,9 +84,3 @@ def install() -> bool:
         return checks.refuse(NAME, problems)
     ConversationConsumer.__call__ = consumer_call
     return True
-
-
-def installed() -> bool:
-    from playground.consumers import ConversationConsumer
-
-    return ConversationConsumer.__call__ is consumer_call

@@ -70,7 +70,3 @@ def install() -> bool:
         return checks.refuse(NAME, problems)
     tcp.Connection.write = write
     return True
-
-
-def installed() -> bool:
-    return tcp.Connection.write is write

@@ -31,8 +31,6 @@ from playground.server import checks
 
 NAME = "fast path request_threads"
 
-_installed = False
-
 
 class RequestThread(ThreadPoolExecutor):
     """One thread that runs one request's synchronous code at a time, then the next one's.
@@ -175,13 +173,6 @@ def missing() -> list[str]:
 
 def install() -> bool:
     """Check Django's and asgiref's internals; `ASGIHandler()` is then what is served."""
-    global _installed
-    if not _installed:
-        if problems := missing():
-            return checks.refuse(NAME, problems)
-        _installed = True
+    if problems := missing():
+        return checks.refuse(NAME, problems)
     return True
-
-
-def installed() -> bool:
-    return _installed

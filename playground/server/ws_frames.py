@@ -132,7 +132,3 @@ def install() -> bool:
     else:  # the backlog bound is off (its own warning said why): frames only
         WebSocketProtocol.serverSend = server_send
     return True
-
-
-def installed() -> bool:
-    return backlog.send_frame is server_send or WebSocketProtocol.serverSend is server_send

@@ -17,8 +17,6 @@ from playground.server import checks
 
 NAME = "fast path ws_session"
 
-_installed = False
-
 
 class WebsocketSessionMiddleware(channels_sessions.SessionMiddleware):
     """channels' SessionMiddleware; the consumer gets the server's `send` itself."""
@@ -49,13 +47,6 @@ def missing() -> list[str]:
 
 def install() -> bool:
     """Check channels' session middleware; `websocket_auth_stack` is then what is served."""
-    global _installed
-    if not _installed:
-        if problems := missing():
-            return checks.refuse(NAME, problems)
-        _installed = True
+    if problems := missing():
+        return checks.refuse(NAME, problems)
     return True
-
-
-def installed() -> bool:
-    return _installed
