@@ -1,9 +1,10 @@
 """Template tags for the pages' scripts.
 
 `{% client_config %}` writes, with `json_script`, the paths the scripts call (id
-`client-config`): `{"urls": {url name: path}}`, each built with `reverse` from the
-URL names in `playground/urls.py`, with `{id}` where the route takes a row id.
-`static/js/lib/urls.js` reads it; no script writes a path of its own.
+`client-config`): `{"urls": {url name: path}, "reserved": [...]}`, each path built with
+`reverse` from the URL names in `playground/urls.py`, with `{id}` where the route takes a
+row id; `reserved` the keys an extra body may not set (the server's RESERVED).
+`static/js/lib/urls.js` and `params.js` read it; no script writes a path of its own.
 
 `param_kind` gives a parameter's kind from the parameter table the page context
 carries (`config.parameters`), so a template names a parameter and not its kind.
@@ -14,6 +15,8 @@ from __future__ import annotations
 from django import template
 from django.urls import reverse
 from django.utils.html import json_script
+
+from playground.validation import RESERVED
 
 register = template.Library()
 
@@ -60,7 +63,7 @@ def client_urls() -> dict[str, str]:
 
 @register.simple_tag
 def client_config() -> str:
-    return json_script({"urls": client_urls()}, "client-config")
+    return json_script({"urls": client_urls(), "reserved": sorted(RESERVED)}, "client-config")
 
 
 @register.filter

@@ -6,8 +6,9 @@
 // always sent), include-usage (stream_options.include_usage, sent only when off), string,
 // stop (text, or a JSON list) and json. An empty field is not sent.
 
-// What extra_body may not set: the run's own model and messages (the server's RESERVED).
-export const RESERVED = ["messages", "model"];
+// What extra_body may not set: the run's own model and messages (the server's RESERVED,
+// written into the page by `{% client_config %}`).
+export const RESERVED = JSON.parse(document.getElementById("client-config").textContent).reserved;
 const MAX_STOP = 4;
 
 /** One field's value, or throws an Error whose message says why (after the field's name). */
