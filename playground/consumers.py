@@ -152,7 +152,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return None
         if not Membership.objects.filter(user=user, workspace_id=conversation.workspace_id).exists():
             return None
-        return conversation.group_name
+        return events.group_of(conversation.id)
 
     @database_sync_to_async
     def active_runs(self) -> list[Run]:

@@ -201,10 +201,6 @@ class Conversation(models.Model):
     def __str__(self) -> str:
         return self.title
 
-    @property
-    def group_name(self) -> str:
-        return f"conversation-{self.id}"
-
     def history(
         self, reasoning_field: str | None = None, messages: list[Message] | None = None
     ) -> list[dict]:

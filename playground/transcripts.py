@@ -11,6 +11,7 @@ from django.db.models import Q
 
 from playground import relay
 from playground.models import Conversation, Message, Workspace
+from playground.relay import events
 from playground.tokens import content_text
 
 
@@ -20,8 +21,7 @@ def announce(conversation_id: int, *, wait: bool = True, **change) -> None:
     `wait=False` hands the event to the server loop and returns at once, never raising
     (a submission whose run has started must not fail over it).
     """
-    group = f"conversation-{conversation_id}"
-    event = {"type": "conversation.changed", "conversation": conversation_id, **change}
+    group, event = events.group_of(conversation_id), events.conversation_changed(conversation_id, **change)
     if wait:
         async_to_sync(get_channel_layer().group_send)(group, event)
     else:

@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from playground.models import Membership, Workspace
+from playground.relay import events
 from tests.test_relay import post, session_cookie, watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -80,7 +81,7 @@ async def test_issue15_3_a_run_starting_checks_access_before_its_events_are_sent
     other = await sync_to_async(Workspace.objects.create)(name="Other", slug="other")
     await sync_to_async(Membership.objects.filter(user=bob).update)(workspace=other)  # no signal
     started = {"type": "run.started", "run": {"id": 1}, "seq": 0}
-    await get_channel_layer().group_send(conversation.group_name, started)
+    await get_channel_layer().group_send(events.group_of(conversation.id), started)
     assert await closed_with(ws) == 4403  # and not the event before it
 
 
