@@ -1,8 +1,10 @@
 """The JSON API's one decorator, `api`, and what it answers for each refusal.
 
-Every view under /api/ is wrapped by `api(methods=…, json=…)`: it answers 405 for
-another method, 401 without a login, and turns the exceptions a view (or what it
-calls) raises into JSON answers, so views hold no try/except for them:
+Every view under /api/ is wrapped by `api(methods={method: action}, json=…)`: it
+declares the policy action each method takes (playground.access.POLICY; the view checks
+it against the object it acts on), answers 405 for another method, 401 without a
+login, and turns the exceptions a view (or what it calls) raises into JSON answers, so
+views hold no try/except for them:
 
 - `Invalid` (playground.validation): its status (400; 413 or 415 for the body) with
   `{"error": …, "fields": {field: why}}`;
@@ -20,14 +22,14 @@ not a JSON object).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import wraps
 from inspect import iscoroutinefunction
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 
-from playground.access import Forbidden, LoggedOut
+from playground.access import Forbidden, LoggedOut, declare
 from playground.api_errors import declared_length
 from playground.capabilities import ProbeBusy, ProbeFailed
 from playground.relay import RelayBusy
@@ -99,8 +101,9 @@ def read_json(request: HttpRequest, limit: int | None = None) -> dict:
     return data
 
 
-def api(*, methods: Iterable[str], json: bool = False, limit: int | None = None) -> Callable:
-    """Wrap a JSON API view (sync or async): `methods` it answers (else 405, as Django's
+def api(*, methods: dict[str, str], json: bool = False, limit: int | None = None) -> Callable:
+    """Wrap a JSON API view (sync or async): `methods` maps each method it answers to the
+    policy action it takes (`access.declare`; another method is a 405, as Django's
     require_http_methods), 401 without a login, `REFUSALS` answered as JSON. `json`:
     `request.json()` gives the body's JSON object (at most `limit` bytes, see
     `request_body`)."""
@@ -127,7 +130,7 @@ def api(*, methods: Iterable[str], json: bool = False, limit: int | None = None)
                 except REFUSALS as exc:
                     return refusal(exc)
 
-            return async_wrapper
+            return declare(async_wrapper, methods)
 
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -140,7 +143,7 @@ def api(*, methods: Iterable[str], json: bool = False, limit: int | None = None)
             except REFUSALS as exc:
                 return refusal(exc)
 
-        return wrapper
+        return declare(wrapper, methods)
 
     return decorate
 

@@ -20,9 +20,11 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.http import Http404
 
-from playground import relay
-from playground.models import Conversation, Membership, Run
+from playground import access, relay
+from playground.models import Run
 from playground.relay import events
 from playground.signals import user_group
 
@@ -34,6 +36,18 @@ CLOSE_BAD_FRAME = 4400
 CLOSE_ROLE_CHANGED = 4409
 CLOSE_BEHIND = 4008
 SNAPSHOT_TIMEOUT = 2.0
+
+
+def may_watch(user_id: int, conversation_id: int) -> bool:
+    """Whether the (active) user may read the conversation: access.conversation_for's rule."""
+    user = get_user_model().objects.filter(id=user_id, is_active=True).first()
+    if user is None:
+        return False
+    try:
+        access.conversation_for(user, conversation_id, "conversation.read")
+    except (Http404, access.Forbidden):
+        return False
+    return True
 
 
 def find_run(run_id: int) -> Run | None:
@@ -117,9 +131,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def still_allowed(self) -> bool:
-        return Membership.objects.filter(
-            user_id=self.user_id, user__is_active=True, workspace__conversations__id=self.conversation_id
-        ).exists()
+        return may_watch(self.user_id, self.conversation_id)
 
     async def check_access(self) -> bool:
         """Close with 4403 once the user may no longer see the conversation."""
@@ -147,12 +159,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def group_for(self, user, conversation_id: int) -> str | None:
-        conversation = Conversation.objects.filter(id=conversation_id).first()
-        if conversation is None:
-            return None
-        if not Membership.objects.filter(user=user, workspace_id=conversation.workspace_id).exists():
-            return None
-        return events.group_of(conversation.id)
+        return events.group_of(conversation_id) if may_watch(user.pk, conversation_id) else None
 
     @database_sync_to_async
     def active_runs(self) -> list[Run]:

@@ -24,6 +24,10 @@ class Workspace(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=100, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # What a new conversation is (Conversation.Visibility); its creator can change it.
+    default_visibility = models.CharField(max_length=10, default="shared")
+    # Whether a share link opens for anyone who has it (else only for logged-in members).
+    public_share_links = models.BooleanField(default=True)
 
     def __str__(self) -> str:
         return self.name
@@ -185,6 +189,10 @@ class ConversationManager(models.Manager):
 
 
 class Conversation(models.Model):
+    class Visibility(models.TextChoices):
+        PRIVATE = "private"  # its creator, and the workspace's owners and admins
+        SHARED = "shared"  # every member of the workspace
+
     workspace = models.ForeignKey(Workspace, models.CASCADE, related_name="conversations")
     creator = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="conversations"
@@ -192,6 +200,12 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, default="New conversation")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.SHARED)
+    # In the trash since then (restorable for PLAYGROUND_TRASH_DAYS); None: not deleted.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     objects = ConversationManager()
 
@@ -585,3 +599,78 @@ class Preset(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+def token_digest(token: str) -> str:
+    """How a secret link token is stored: its SHA-256, so the table cannot be used to open links."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Invitation(models.Model):
+    """An invite link: whoever opens it (signed up or logged in) joins `workspace` as `role`,
+    while it is not revoked, not expired and has uses left; for one `email` when set. The
+    token itself is shown once, to whoever created it; only its digest is stored."""
+
+    workspace = models.ForeignKey(Workspace, models.CASCADE, related_name="invitations")
+    role = models.CharField(max_length=10, choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    email = models.EmailField(blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    max_uses = models.PositiveIntegerField(default=1)
+    uses = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"invite to {self.workspace} as {self.role}"
+
+
+class ShareLink(models.Model):
+    """A read-only link to a conversation, while not revoked or expired. Only the token's
+    digest is stored."""
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="share_links")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"share link to {self.conversation_id}"
+
+
+class AuditEvent(models.Model):
+    """One line of the append-only audit log (playground.audit.record writes it): who did
+    what, when, from where. Names are copied so the line outlives what it names; saving
+    an existing event or deleting one raises."""
+
+    workspace = models.ForeignKey(Workspace, models.SET_NULL, null=True, blank=True, related_name="+")
+    workspace_name = models.CharField(max_length=100, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=40, db_index=True)
+    target_type = models.CharField(max_length=40, blank=True)
+    target_id = models.CharField(max_length=40, blank=True)
+    target_name = models.CharField(max_length=255, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="audit_by_workspace")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_name} {self.action}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("Audit events are append-only.")

@@ -61,11 +61,11 @@ def answer(response):
 
 @pytest.mark.parametrize(("exc", "status", "body"), CASES, ids=[type(c[0]).__name__ for c in CASES])
 def test_each_refusal_is_its_json_answer(exc, status, body):
-    @api(methods=["POST"])
+    @api(methods={"POST": "workspace.read"})
     def view(request):
         raise exc
 
-    @api(methods=["POST"])
+    @api(methods={"POST": "workspace.read"})
     async def async_view(request):
         raise exc
 
@@ -74,7 +74,7 @@ def test_each_refusal_is_its_json_answer(exc, status, body):
 
 
 def test_other_exceptions_are_not_swallowed():
-    @api(methods=["POST"])
+    @api(methods={"POST": "workspace.read"})
     def view(request):
         raise KeyError("a bug")
 
@@ -83,7 +83,7 @@ def test_other_exceptions_are_not_swallowed():
 
 
 def test_a_wrong_method_is_405_before_the_login_and_no_login_is_401():
-    @api(methods=["POST", "PATCH"])
+    @api(methods={"POST": "workspace.read", "PATCH": "workspace.read"})
     def view(request):
         return JsonResponse({})
 
@@ -102,7 +102,7 @@ def test_a_wrong_method_is_405_before_the_login_and_no_login_is_401():
     ],
 )
 def test_request_json_refuses_what_is_not_a_json_object(raw, content_type, status, field):
-    @api(methods=["POST"], json=True)
+    @api(methods={"POST": "workspace.read"}, json=True)
     def view(request):
         return JsonResponse(request.json())
 
@@ -114,11 +114,11 @@ def test_request_json_refuses_what_is_not_a_json_object(raw, content_type, statu
 def test_request_json_is_read_once_and_only_when_asked(settings):
     settings.PLAYGROUND_MAX_BODY_BYTES = 10
 
-    @api(methods=["POST"], json=True)
+    @api(methods={"POST": "workspace.read"}, json=True)
     def first_checks(request):
         raise Forbidden("Viewers cannot.")  # before the body: its 413 is not the answer
 
-    @api(methods=["POST"], json=True)
+    @api(methods={"POST": "workspace.read"}, json=True)
     def reads_twice(request):
         return JsonResponse({"same": request.json() is request.json(), **request.json()})
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 
-from playground.access import Forbidden, conversation_for, current_workspace, may_manage, runner_of
+from playground.access import conversation_for, current_workspace, membership_for
 from playground.api import api, json_error
 from playground.models import Conversation
 from playground.transcripts import announce, search_conversations, transcript
 from playground.validation import clean_title
 
 
-@api(methods=["GET", "POST"], json=True)
+@api(methods={"GET": "workspace.read", "POST": "conversation.create"}, json=True)
 def conversations(request: HttpRequest) -> JsonResponse:
     workspace = current_workspace(request)
     if request.method == "POST":
-        runner_of(request.user, workspace.id, "Viewers cannot start conversations.")
+        membership_for(request.user, workspace.id, "conversation.create")
         title = clean_title(request.json().get("title")) or "New conversation"
         conversation = Conversation.objects.create(workspace=workspace, creator=request.user, title=title)
         return JsonResponse(conversation.to_dict(), status=201)
@@ -26,11 +26,13 @@ def conversations(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"conversations": [c.to_dict() for c in items]})
 
 
-@api(methods=["GET", "PATCH", "DELETE"], json=True)
+@api(
+    methods={"GET": "conversation.read", "PATCH": "conversation.write", "DELETE": "conversation.write"},
+    json=True,
+)
 def conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
-    conv = conversation_for(request.user, conversation_id, write=request.method != "GET")
-    if request.method != "GET" and not may_manage(request.user, conv):
-        raise Forbidden("Only the conversation's creator, or an owner or admin of its workspace, may.")
+    action = "conversation.read" if request.method == "GET" else "conversation.write"
+    conv = conversation_for(request.user, conversation_id, action)
     if request.method == "DELETE":
         conv.delete()
         announce(conversation_id, deleted=True)

@@ -37,6 +37,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from playground import access
 from playground.keys import KeyDecryptError
 from playground.models import DEMO_MODELS, Provider
 from playground.tokens import content_text, count_prompt_tokens, split_tokens
@@ -208,6 +209,11 @@ def answer_steps(body: dict, choice: int) -> tuple[list[tuple[dict, dict | None]
     return steps, finish
 
 
+def declare_public(method: str):
+    """The Demo relay answers anyone (it checks its own key: `authorised`)."""
+    return lambda view: access.declare(view, {method: access.PUBLIC})
+
+
 def enabled(view):
     """The view while settings.DEMO_ENABLED, else a 404 for every method."""
 
@@ -277,6 +283,7 @@ def validate(body: object) -> JsonResponse | None:
     return None
 
 
+@declare_public("POST")
 @enabled
 @csrf_exempt
 @require_POST
@@ -376,6 +383,7 @@ async def stream(meta: dict, choices: list, usage: dict | None, tps: float):
     yield sse("[DONE]")
 
 
+@declare_public("GET")
 @enabled
 @require_GET
 async def models(request: HttpRequest) -> JsonResponse:

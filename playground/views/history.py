@@ -10,7 +10,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.http import content_disposition_header
 
-from playground.access import conversation_for, current_workspace, runner_of
+from playground.access import conversation_for, current_workspace, membership_for
 from playground.api import api, read_json
 from playground.exports import (
     EXPORT_KEY,
@@ -34,14 +34,14 @@ def download(content: str, filename: str, content_type: str) -> HttpResponse:
     return response
 
 
-@api(methods=["GET"])
+@api(methods={"GET": "conversation.read"})
 def export_json(request: HttpRequest, conversation_id: int) -> HttpResponse:
     conv = conversation_for(request.user, conversation_id)
     text = json.dumps(export_document(conv), ensure_ascii=False, indent=2) + "\n"
     return download(text, f"{file_stem(conv)}.json", "application/json; charset=utf-8")
 
 
-@api(methods=["GET"])
+@api(methods={"GET": "conversation.read"})
 def export_markdown(request: HttpRequest, conversation_id: int) -> HttpResponse:
     conv = conversation_for(request.user, conversation_id)
     return download(to_markdown(conv), f"{file_stem(conv)}.md", "text/markdown; charset=utf-8")
@@ -61,11 +61,11 @@ def read_document(request: HttpRequest) -> dict:
     return data
 
 
-@api(methods=["POST"])
+@api(methods={"POST": "conversation.create"})
 def import_conversation(request: HttpRequest) -> JsonResponse:
     """An exported conversation (or any chat-completions body) becomes a new conversation."""
     workspace = current_workspace(request)
-    runner_of(request.user, workspace.id, "Viewers cannot import conversations.")
+    membership_for(request.user, workspace.id, "conversation.create")
     document = read_document(request)
     messages, meta = clean_document(document)
     wire = {k: v for k, v in document.items() if k not in ("messages", EXPORT_KEY)}
@@ -95,11 +95,11 @@ def import_conversation(request: HttpRequest) -> JsonResponse:
     )
 
 
-@api(methods=["POST"], json=True)
+@api(methods={"POST": "conversation.create"}, json=True)
 def import_request(request: HttpRequest) -> JsonResponse:
     """A pasted JSON body or curl command becomes a new conversation plus the page's fields."""
     workspace = current_workspace(request)
-    runner_of(request.user, workspace.id, "Viewers cannot import requests.")
+    membership_for(request.user, workspace.id, "conversation.create")
     text = str(request.json().get("text", ""))
     try:
         parsed = parse_request(text)

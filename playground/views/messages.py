@@ -26,7 +26,7 @@ BUSY = "An answer is streaming in this conversation: stop it or let it finish fi
 def _message_for(request: HttpRequest, message_id: int) -> tuple[Message, Conversation]:
     """The message and its conversation, when the user may change it (else 404/403)."""
     message = get_object_or_404(Message, id=message_id)
-    return message, conversation_for(request.user, message.conversation_id, write=True)
+    return message, conversation_for(request.user, message.conversation_id, "conversation.write")
 
 
 def _lock(conv: Conversation) -> Conversation:
@@ -48,10 +48,10 @@ def next_position(conv: Conversation) -> int:
     return max(top_message, top_run) + 1
 
 
-@api(methods=["POST"], json=True)
+@api(methods={"POST": "conversation.write"}, json=True)
 def add_message(request: HttpRequest, conversation_id: int) -> JsonResponse:
     """Append a turn of any role: a user message, an assistant reply, a tool result."""
-    conv = conversation_for(request.user, conversation_id, write=True)
+    conv = conversation_for(request.user, conversation_id, "conversation.write")
     turn = clean_message(request.json())
     with transaction.atomic():
         conv = _lock(conv)
@@ -59,7 +59,7 @@ def add_message(request: HttpRequest, conversation_id: int) -> JsonResponse:
         return _changed(conv)
 
 
-@api(methods=["PATCH", "DELETE"], json=True)
+@api(methods={"PATCH": "conversation.write", "DELETE": "conversation.write"}, json=True)
 def message_detail(request: HttpRequest, message_id: int) -> JsonResponse:
     message, conv = _message_for(request, message_id)
     if request.method == "PATCH":
@@ -86,14 +86,14 @@ def message_detail(request: HttpRequest, message_id: int) -> JsonResponse:
         return _changed(conv)
 
 
-@api(methods=["POST"], json=False)
+@api(methods={"POST": "conversation.write"})
 def delete_run(request: HttpRequest, run_id: int) -> JsonResponse:
     """Take an answer (all its choices, or its error) out of the transcript.
 
     The run itself stays: it is the usage ledger, and the inspector still shows it.
     """
     run = get_object_or_404(Run, id=run_id)
-    conv = conversation_for(request.user, run.conversation_id, write=True)
+    conv = conversation_for(request.user, run.conversation_id, "conversation.write")
     if run.is_active:
         raise Refused(409, "This answer is still streaming: stop it first.")
     with transaction.atomic():
@@ -102,7 +102,7 @@ def delete_run(request: HttpRequest, run_id: int) -> JsonResponse:
         return _changed(conv)
 
 
-@api(methods=["POST"], json=True)
+@api(methods={"POST": "conversation.write"}, json=True)
 def move_message(request: HttpRequest, message_id: int) -> JsonResponse:
     """Swap a turn (with its sibling choices) with the one above or below it."""
     message, conv = _message_for(request, message_id)
@@ -130,7 +130,7 @@ def move_message(request: HttpRequest, message_id: int) -> JsonResponse:
         return _changed(conv)
 
 
-@api(methods=["POST"], json=False)
+@api(methods={"POST": "conversation.write"})
 def choose_message(request: HttpRequest, message_id: int) -> JsonResponse:
     """Of a run's n choices, this one continues the conversation."""
     message, conv = _message_for(request, message_id)
@@ -142,17 +142,20 @@ def choose_message(request: HttpRequest, message_id: int) -> JsonResponse:
         return _changed(conv)
 
 
-@api(methods=["POST"], json=True)
+@api(methods={"POST": "conversation.fork"}, json=True)
 def fork_conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
     """A new conversation holding this one's turns up to and including a message."""
-    conv = conversation_for(request.user, conversation_id, write=True)
+    conv = conversation_for(request.user, conversation_id, "conversation.fork")
     wanted = request.json().get("message")
     message = Message.objects.filter(id=wanted, conversation=conv).first() if is_id(wanted) else None
     if message is None:
         return json_error(400, "message: not a message of this conversation", fields={"message": "not found"})
     with transaction.atomic():
         fork = Conversation.objects.create(
-            workspace_id=conv.workspace_id, creator=request.user, title=f"{conv.title} (fork)"[:200]
+            workspace_id=conv.workspace_id,
+            creator=request.user,
+            title=f"{conv.title} (fork)"[:200],
+            visibility=Conversation.Visibility.PRIVATE,
         )
         kept = conv.messages.filter(position__lte=message.position, in_history=True)
         Message.objects.bulk_create(

@@ -7,11 +7,10 @@ websocket.
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from playground.access import NoWorkspace, conversation_for, current_workspace, is_manager, membership_for
+from playground.access import NoWorkspace, allows, conversation_for, current_workspace, membership_for, page
 from playground.models import Workspace
 from playground.validation import PARAMETERS
 
@@ -28,7 +27,7 @@ def enabled_providers(workspace: Workspace) -> list[dict]:
     return [p.to_dict() for p in workspace.providers.filter(enabled=True).order_by("-is_demo", "name")]
 
 
-@login_required
+@page("conversation.read")
 def index(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
     try:
         workspace = current_workspace(request)
@@ -44,8 +43,8 @@ def index(request: HttpRequest, conversation_id: int | None = None) -> HttpRespo
         "workspace": workspace.id,
         "conversation": conversation_id,
         "user": request.user.get_username(),
-        "canRun": membership.can_run,
-        "canAdmin": is_manager(membership.role),
+        "canRun": allows(membership.role, "conversation.create"),
+        "canAdmin": allows(membership.role, "provider.manage"),
         "providers": enabled_providers(workspace),
         "parameters": PARAMETERS,
     }
@@ -57,7 +56,7 @@ def index(request: HttpRequest, conversation_id: int | None = None) -> HttpRespo
     )
 
 
-@login_required
+@page("workspace.read")
 def compare(request: HttpRequest) -> HttpResponse:
     # Only the user's own workspaces: a `?workspace=` they are not in falls back to theirs.
     try:
@@ -67,7 +66,7 @@ def compare(request: HttpRequest) -> HttpResponse:
     config = {
         "workspace": workspace.id,
         "user": request.user.get_username(),
-        "canRun": membership_for(request.user, workspace.id).can_run,
+        "canRun": allows(membership_for(request.user, workspace.id).role, "conversation.create"),
         "providers": enabled_providers(workspace),
         "parameters": PARAMETERS,
         "maxColumns": MAX_COLUMNS,

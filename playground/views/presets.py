@@ -14,7 +14,7 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from playground.access import Forbidden, current_workspace, is_manager, membership_for
+from playground.access import Forbidden, allows, current_workspace, is_manager, membership_for
 from playground.api import Refused, api, json_error
 from playground.models import Membership, Preset
 from playground.validation import Invalid, clean_extra, clean_model, clean_params, is_id
@@ -53,7 +53,7 @@ def clean_preset(data: dict, workspace, membership: Membership, *, partial: bool
         shared = data.get("shared", False)
         if not isinstance(shared, bool):
             errors["shared"] = "must be true or false"
-        elif shared and not membership.can_run:
+        elif shared and not allows(membership.role, "preset.share"):
             errors["shared"] = "viewers keep personal presets only"
         else:
             fields["shared"] = shared
@@ -83,7 +83,7 @@ def clean_preset(data: dict, workspace, membership: Membership, *, partial: bool
     return fields
 
 
-@api(methods=["GET", "POST"], json=True)
+@api(methods={"GET": "workspace.read", "POST": "preset.save"}, json=True)
 def presets(request: HttpRequest) -> JsonResponse:
     workspace = current_workspace(request)
     membership = membership_for(request.user, workspace.id)
@@ -111,7 +111,7 @@ def presets(request: HttpRequest) -> JsonResponse:
     return JsonResponse(preset_dict(preset, request.user), status=201)
 
 
-@api(methods=["PATCH", "DELETE"], json=True)
+@api(methods={"PATCH": "preset.save", "DELETE": "preset.save"}, json=True)
 def preset_detail(request: HttpRequest, preset_id: int) -> JsonResponse:
     preset = get_object_or_404(Preset.objects.select_related("owner"), id=preset_id)
     membership = membership_for(request.user, preset.workspace_id)

@@ -7,7 +7,7 @@ from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 
 from playground import relay
-from playground.access import manager_of, membership_for, runner_of
+from playground.access import membership_for
 from playground.api import api, json_error
 from playground.capabilities import probe
 from playground.keys import KeyDecryptError
@@ -17,11 +17,11 @@ from playground.validation import clean_model
 from playground.views.runs import demo_base_url
 
 
-@api(methods=["POST"], json=True)
+@api(methods={"POST": "provider.use"}, json=True)
 def probe_provider(request: HttpRequest, provider_id: int) -> JsonResponse:
     """Probe a provider with small requests, one per feature, and store what it honoured."""
     provider = get_object_or_404(Provider, id=provider_id, enabled=True)
-    runner_of(request.user, provider.workspace_id, "Viewers cannot probe providers: probing spends tokens.")
+    membership_for(request.user, provider.workspace_id, "provider.use")
     errors = {}
     model = clean_model(request.json().get("model"), errors)
     if errors:
@@ -39,12 +39,11 @@ def probe_provider(request: HttpRequest, provider_id: int) -> JsonResponse:
     return JsonResponse({"provider": provider.id, "capabilities": provider.capabilities})
 
 
-@api(methods=["PATCH"], json=True)
+@api(methods={"PATCH": "provider.manage"}, json=True)
 def provider_profile(request: HttpRequest, provider_id: int) -> JsonResponse:
     """Workspace owners and admins choose whether rejected parameters are left out."""
     provider = get_object_or_404(Provider, id=provider_id)
-    refusal = "Only workspace owners and admins change a provider's profile."
-    manager_of(request.user, provider.workspace_id, refusal)
+    membership_for(request.user, provider.workspace_id, "provider.manage")
     data = request.json()
     if not isinstance(data.get("omit_rejected"), bool):
         reason = "must be true or false"
@@ -54,7 +53,7 @@ def provider_profile(request: HttpRequest, provider_id: int) -> JsonResponse:
     return JsonResponse({"provider": provider.id, "capabilities": provider.capabilities})
 
 
-@api(methods=["GET"])
+@api(methods={"GET": "workspace.read"})
 def provider_models(request: HttpRequest, provider_id: int) -> JsonResponse:
     provider = get_object_or_404(Provider, id=provider_id)
     membership_for(request.user, provider.workspace_id)

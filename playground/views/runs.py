@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count, Q
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -24,7 +24,7 @@ from playground.upstream import build_headers, masked_headers
 from playground.validation import Invalid, build_body, clean_submission, parse_json
 
 
-@api(methods=["POST"])
+@api(methods={"POST": "conversation.write"})
 def submit_run(request: HttpRequest, conversation_id: int) -> JsonResponse:
     """Validate, store the user's message and a queued run, and start the relay.
 
@@ -59,7 +59,7 @@ def prepare_run(user, conversation_id: int, raw: bytes, demo: relay.Target):
     slot = None
     try:
         with transaction.atomic():
-            conv = conversation_for(user, conversation_id, write=True, lock=True)
+            conv = conversation_for(user, conversation_id, "conversation.write", lock=True)
             data = clean_submission(parse_json(raw or b"null"))
             provider = Provider.objects.usable(data["provider"], conv.workspace_id)
             if provider is None:
@@ -178,9 +178,9 @@ def demo_base_url(request: HttpRequest) -> str:
     return request.build_absolute_uri("/demo/v1")
 
 
-@api(methods=["POST"])
+@api(methods={"POST": "conversation.write"})
 async def stop_run(request: HttpRequest, run_id: int) -> JsonResponse:
-    run = await sync_to_async(run_for)(await request.auser(), run_id, write=True)
+    run = await sync_to_async(run_for)(await request.auser(), run_id, "conversation.write")
     stopping = await relay.stop_run(run)
     if not stopping:  # it may have just been found stale and marked interrupted
         await run.arefresh_from_db(fields=["status"])
@@ -195,9 +195,11 @@ async def stop_run(request: HttpRequest, run_id: int) -> JsonResponse:
     return JsonResponse({"run": run_id, "stopping": stopping}, status=202 if stopping else 200)
 
 
-@api(methods=["GET"])
+@api(methods={"GET": "conversation.read"})
 def run_detail(request: HttpRequest, run_id: int) -> JsonResponse:
     run = get_object_or_404(Run.objects.select_related("user"), id=run_id)
+    if run.conversation_id is None:
+        raise Http404
     conversation_for(request.user, run.conversation_id)
     body = run.sent_body()
     return JsonResponse(
