@@ -4,7 +4,7 @@
                                          [--ramp 1.0] [--repeat 1] [--fast-paths all]
                                          [--processes 1] [--layer memory|redis] [--db sqlite|postgres]
                                          [--save figures.json]
-    … --ablate [--only none,gc_freeze] --streams 50 --repeat 3   all vs all-minus-each fast path
+    … --ablate [--only none,gil_switch] --streams 50 --repeat 3   all vs all-minus-each fast path
     … --burst [--profile] --streams 50 --chunks 20 --repeat 3     K submissions at once, paths on/off
 
 Modes

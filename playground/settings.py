@@ -95,14 +95,12 @@ TEMPLATES = [
 # is fully supported; the suite runs in both modes.
 FAST_PATH_NAMES = (
     "request_threads",  # Django's ASGI handler on pooled threads, sync middleware in one trip
-    "ws_session",  # channels' SessionMiddleware without its per-frame send wrapper
     "ws_frames",  # autobahn's text frames built in one step
     "eager_write",  # Twisted TCP writes sent at once when nothing is queued
     "memory_layer",  # the trimmed in-memory channel layer
     "consumer_loop",  # one reading loop per source in the conversation consumer
     "loop_reader",  # upstream SSE read on the event loop from urllib3's socket
     "gil_switch",  # sys.setswitchinterval(PLAYGROUND_GIL_SWITCH_MS)
-    "gc_freeze",  # gc.freeze() of the loaded code after start-up
 )
 
 

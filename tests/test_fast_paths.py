@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What a fresh server process installed, as Daphne imports the application.
 REPORT = """
-import gc, json, sys
+import json, sys
 import playground.asgi as asgi
 from channels import sessions
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
@@ -50,7 +50,6 @@ print(json.dumps({
     "frames": backlog.send_frame is backlog.daphne_server_send,
     "consumer": ConversationConsumer.__call__ is AsyncConsumer.__call__,
     "switch": sys.getswitchinterval(),
-    "frozen": gc.get_freeze_count(),
 }))
 """
 
@@ -80,7 +79,6 @@ def test_none_installs_nothing_and_serves_djangos_own_handler():
         "frames": True,  # ... sending with Daphne's own serverSend
         "consumer": True,
         "switch": 0.005,
-        "frozen": 0,
     }
     assert "not installed" not in log
 
@@ -89,14 +87,13 @@ def test_all_installs_every_fast_path():
     report, log = started_with("all", PLAYGROUND_GIL_SWITCH_MS="0.25")
     assert report["installed"] == sorted(set(settings.FAST_PATH_NAMES) - {"loop_reader"})
     assert report["http"] == "playground.server.request_threads.ASGIHandler"
-    assert report["session"] == "playground.server.ws_session.WebsocketSessionMiddleware"
+    assert report["session"] == "channels.sessions.SessionMiddleware"
     assert report["layer"] == "playground.server.memory_layer.InMemoryChannelLayer"
     assert report["write"] == "playground.server.eager_write.write"
     assert report["backlog"] is True
     assert report["frames"] is False  # ws_frames.server_send, after the backlog check
     assert report["consumer"] is False
     assert report["switch"] == 0.00025
-    assert report["frozen"] > 50_000  # the loaded code, out of the collector's walks
     assert "not installed" not in log
 
 
@@ -107,7 +104,6 @@ def test_a_comma_list_installs_exactly_those():
     assert report["layer"] == "channels.layers.InMemoryChannelLayer"
     assert report["write"] == "playground.server.eager_write.write"
     assert report["frames"] is True
-    assert report["frozen"] == 0
 
 
 def test_an_unknown_name_stops_the_start():

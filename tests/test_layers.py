@@ -3,13 +3,8 @@
 import asyncio
 
 import pytest
-from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
-from django.contrib.auth.models import User
-from django.test import Client
 
 from playground.server.memory_layer import InMemoryChannelLayer
-from playground.server.ws_session import websocket_auth_stack
 from tests.fastpaths import needs
 
 
@@ -76,30 +71,3 @@ async def test_names_are_still_checked():
     with pytest.raises(TypeError):
         await layer.receive("not valid!either")
     layer.group_send_now("nobody-here", {"type": "x"})  # a valid group without members: nothing to do
-
-
-@needs("ws_session")
-@pytest.mark.django_db(transaction=True)
-async def test_websocket_consumers_get_the_servers_send_and_the_session_user():
-    user = await database_sync_to_async(User.objects.create_user)("dora", password="pw-dora-123")
-    client = Client()
-    await database_sync_to_async(client.force_login)(user)
-    cookie = f"sessionid={client.cookies['sessionid'].value}"
-    seen = {}
-
-    async def app(scope, receive, send):
-        seen["user"] = scope["user"].username  # resolved from the session cookie
-        seen["send"] = send
-        await receive()
-        await send({"type": "websocket.accept"})
-
-    communicator = WebsocketCommunicator(
-        websocket_auth_stack(app), "/ws/", headers=[(b"cookie", cookie.encode())]
-    )
-    connected, _ = await communicator.connect()
-    assert connected
-    assert seen["user"] == "dora"
-    # channels' session middleware would wrap send in a coroutine that inspects the session
-    # for every frame; websocket frames never carry a cookie, so none sits in between.
-    assert seen["send"] == communicator.output_queue.put
-    await communicator.disconnect()

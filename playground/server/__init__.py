@@ -20,16 +20,14 @@ from collections.abc import Iterable
 
 from django.conf import settings
 
-# The ones installed here, in the order they are: gc_freeze last, after everything loaded.
+# The ones installed here, in the order they are.
 PATCHES = (
     "request_threads",
-    "ws_session",
     "ws_frames",
     "eager_write",
     "memory_layer",
     "consumer_loop",
     "gil_switch",
-    "gc_freeze",
 )
 
 _installed: set[str] = set()
@@ -68,12 +66,7 @@ def asgi_handler():
 
 
 def websocket_auth_stack(inner):
-    """Cookies, session and user for websockets: channels' AuthMiddlewareStack, or with
-    `ws_session` installed the same stack without the per-frame send wrapper."""
-    if "ws_session" in _installed:
-        from playground.server.ws_session import websocket_auth_stack as stack
-
-        return stack(inner)
+    """Cookies, session and user for websockets: channels' AuthMiddlewareStack."""
     from channels.auth import AuthMiddlewareStack
 
     return AuthMiddlewareStack(inner)
