@@ -36,3 +36,5 @@ urlpatterns = [
     path("admin/login/", logins.admin_login(admin.site)),
     path("admin/", admin.site.urls),
 ]
+
+handler500 = "playground.views.errors.server_error"
