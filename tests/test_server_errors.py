@@ -10,7 +10,7 @@ from playground.urls import urlpatterns as site_urls
 
 
 def refused(request):
-    raise OperationalError('connection to server failed: FATAL:  sorry, too many clients already')
+    raise OperationalError("connection to server failed: FATAL:  sorry, too many clients already")
 
 
 def broken(request):
