@@ -17,6 +17,7 @@ from playground import relay
 from playground.asgi import application
 from playground.models import Conversation, Message, Run
 from playground.relay import handle
+from playground.relay.events import done_messages
 from playground.upstream import loop_reader
 from playground.upstream.stream import ChatStream
 from tests.conftest import CANARY_KEY
@@ -461,6 +462,35 @@ async def test_several_choices_are_kept_apart(alice_cookie, conversation, provid
     done = (await receive_until(ws, "run.done"))[-1]
     assert [c["content"] for c in done["run"]["choices"]] == ["Hello from the fake relay"] * 2
     assert [(m["choice_index"], m["in_history"]) for m in done["messages"]] == [(0, True), (1, False)]
+    await ws.disconnect()
+
+
+async def test_the_final_event_carries_a_long_answer_once(alice_cookie, conversation, provider, fake_relay):
+    """run.done holds the answer's text once, in the run's choices, so a long answer's final
+    frame stays well under the 1 MiB that stock autobahn allows an outgoing frame; its
+    messages get their content, reasoning and tool calls back from those choices."""
+    words = [f"w{i:06d} " for i in range(50_000)]  # 400 KB of answer, each word once
+    thoughts = [f"t{i:06d} " for i in range(25_000)]  # and 200 KB of reasoning
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+    answer = [chunk("".join(words[i : i + 500])) for i in range(0, len(words), 500)]
+    reasoning = [chunk(reasoning="".join(thoughts[i : i + 500])) for i in range(0, len(thoughts), 500)]
+    tools = [chunk(index=1, role="assistant", tool_calls=[call]), chunk(index=1, finish="tool_calls")]
+    fake_relay.script(sse([*reasoning, *answer, *tools, chunk(finish="stop")]))
+    ws = await watch(alice_cookie, conversation)
+    _, data = await submit(alice_cookie, conversation, provider, "go", n=2)
+    while (frame := await ws.receive_from(timeout=20)) and '"type": "run.done"' not in frame[:30]:
+        pass
+    assert len(frame.encode()) < 700_000  # the answer and reasoning (600 KB) once, and little else
+    for marker in (words[0], words[-1], thoughts[0], thoughts[-1], '"call_1"'):
+        assert frame.count(marker) == 1, marker
+    done = json.loads(frame)
+    assert done["run"]["choices"][0]["content"] == "".join(words)
+    answer = Message.objects.filter(run_id=data["run"]["id"]).order_by("choice_index")
+    stored = [m.to_dict() async for m in answer]
+    assert [m["content"] for m in stored] == ["".join(words), ""]
+    assert stored[0]["reasoning"] == "".join(thoughts)
+    assert stored[1]["tool_calls"] == [{k: v for k, v in call.items() if k != "index"}]
+    assert done_messages(done) == stored
     await ws.disconnect()
 
 
