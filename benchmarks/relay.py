@@ -243,14 +243,57 @@ class Stream:
     indices: list[int] = field(default_factory=list)
     status: str = "unfinished"
     final_markers: int | None = None  # markers in run.done's text (stack only)
+    # Stack only, as a browser tab follows its run (static/js/lib/conversation-socket.js):
+    run_id: int | None = None
+    seq: int = 0  # of the last delta or snapshot shown
+    closes: list[int | None] = field(default_factory=list)  # codes of the sockets that closed
+    healed: int = 0  # markers first shown by a snapshot, run.done or the stored run, not a delta
 
     def record(self, text: str, received: float) -> None:
         for index, sent in MARKER.findall(text):
-            self.indices.append(int(index))
-            self.latencies.append((received - float(sent)) * 1000)
-            self.sent.append(float(sent))
-            if self.first_marker is None:
-                self.first_marker, self.first_sent = received, float(sent)
+            self._shown(int(index), float(sent), received)
+
+    def heal(self, text: str, received: float) -> None:
+        """A full state (snapshot, run.done, the stored run): the markers not yet shown are
+        shown now, as a browser shows the state's text in place of its own."""
+        seen = set(self.indices)
+        for index, sent in MARKER.findall(text):
+            if int(index) not in seen:
+                self.healed += 1
+                self._shown(int(index), float(sent), received)
+
+    def _shown(self, index: int, sent: float, received: float) -> None:
+        self.indices.append(index)
+        self.latencies.append((received - sent) * 1000)
+        self.sent.append(sent)
+        if self.first_marker is None:
+            self.first_marker, self.first_sent = received, sent
+
+    def apply(self, event: dict, received: float) -> bool:
+        """One websocket event, as the browser's RunLedger and page take it; True once the
+        run is final (run.done)."""
+        kind = event["type"]
+        if kind == "run.started":
+            self.run_id = event["run"]["id"]
+        elif kind == "run.delta" and event["seq"] > self.seq:  # a repeat is dropped
+            self.seq = event["seq"]
+            for choice in event["choices"]:
+                self.record(choice.get("content") or "", received)
+        elif kind == "snapshot" and event["run"]["seq"] >= self.seq:
+            self.run_id, self.seq = event["run"]["id"], event["run"]["seq"]
+            self.heal(run_text(event["run"]), received)
+        elif kind == "run.done":
+            self.end(event["run"], received)
+            return True
+        return False
+
+    def end(self, run: dict, received: float) -> None:
+        """The run's final state (run.done, or the stored run read after a reconnect)."""
+        error = f" ({run['error']['message']})" if run["error"] else ""
+        self.status = run["status"] + error
+        text = run_text(run)
+        self.final_markers = len(MARKER.findall(text))
+        self.heal(text, received)
 
     @property
     def ttft(self) -> float | None:
@@ -262,6 +305,8 @@ class Stream:
         return None if self.first_sent is None else (self.first_sent - self.started) * 1000
 
     def problems(self) -> list[str]:
+        """What a browser following the stream would have got wrong (a resync from a
+        snapshot after a close is not wrong: Phase.resyncs reports those)."""
         expected, seen = self.start.chunks, set(self.indices)
         found = []
         if len(seen) < expected:
@@ -317,6 +362,21 @@ class Phase:
     def problems(self) -> list[str]:
         found = ((i, s.problems()) for i, s in enumerate(self.streams))
         return [f"stream {i}: {', '.join(p)}" for i, p in found if p]
+
+    @property
+    def healed(self) -> int:
+        return sum(s.healed for s in self.streams)
+
+    def resyncs(self) -> str:
+        """The sockets that closed and reconnected, by close code, and the markers first shown
+        by a snapshot or the final state rather than a delta; empty when none did."""
+        codes = [code for s in self.streams for code in s.closes]
+        if not codes:
+            return ""
+        by_code = ", ".join(f"{code}×{codes.count(code)}" for code in sorted(set(codes), key=str))
+        streams = sum(bool(s.closes) for s in self.streams)
+        healed = f"{self.healed} chunks shown from a snapshot"
+        return f"{streams} streams resynced after a close ({by_code}); {healed}"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -486,49 +546,75 @@ async def open_sockets(
     return dict(zip(chosen, opened, strict=True))
 
 
-async def open_socket(stack: Stack, i: int, conversation: int) -> ClientConnection:
+async def reconnect(stack: Stack, i: int, conversation: int) -> ClientConnection:
+    """A websocket on the conversation, as a browser opens it; its first event is `sync`."""
     server = stack.server(i)
     url = server.url.replace("http://", "ws://") + f"/ws/conversations/{conversation}/"
-    ws = await connect(
+    return await connect(
         url,
         origin=server.url,
         additional_headers={"Cookie": stack.client.cookie_header},
         proxy=None,
     )
+
+
+async def open_socket(stack: Stack, i: int, conversation: int) -> ClientConnection:
+    ws = await reconnect(stack, i, conversation)
     hello = json.loads(await ws.recv())
     assert hello["type"] == "sync", hello
     return ws
 
 
-async def watch(ws: ClientConnection, stream: Stream) -> None:
-    """Record a run's deltas until its run.done (or the socket closes)."""
+def run_text(run: dict) -> str:
+    return "".join(choice["content"] for choice in run["choices"] or [])
+
+
+# Close codes after which the browser does not reconnect (logged out, access removed).
+FINAL_CLOSES = (4401, 4403)
+BACKOFF, BACKOFF_MAX = 0.25, 10.0  # s, as the browser's ConversationSocket
+
+
+async def watch(stack: Stack, i: int, conversation: int, ws: ClientConnection, stream: Stream) -> None:
+    """Record a run until its run.done as a browser tab does: a socket that closes (4008: too
+    far behind) reconnects with backoff, and the server's sync and snapshot resync it; a run
+    that ended while the socket was away is read from the API (the page's refresh)."""
+    retry = 0
     try:
-        async for message in ws:
-            received = time.time()
-            event = json.loads(message)
-            if event["type"] == "run.delta":
-                for choice in event["choices"]:
-                    stream.record(choice.get("content") or "", received)
-            elif event["type"] == "run.done":
-                run = event["run"]
-                error = f" ({run['error']['message']})" if run["error"] else ""
-                stream.status = run["status"] + error
-                text = "".join(choice["content"] for choice in run["choices"])
-                stream.final_markers = len(MARKER.findall(text))
+        while True:
+            try:
+                async for message in ws:
+                    if stream.apply(json.loads(message), time.time()):
+                        return
+                code = ws.close_code
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd else None
+            stream.closes.append(code)
+            if code in FINAL_CLOSES:
+                stream.status = f"socket closed ({code})"
                 return
-    except ConnectionClosed as exc:
-        stream.status = f"socket closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+            await asyncio.sleep(min(BACKOFF_MAX, BACKOFF * 2**retry))
+            retry += 1
+            ws = await reconnect(stack, i, conversation)
+            sync = json.loads(await ws.recv())
+            if stream.run_id is not None and stream.run_id not in sync["active"]:
+                # It ended while the socket was away: the page reads its stored state.
+                run = (await asyncio.to_thread(stack.client.get, f"/api/runs/{stream.run_id}/")).json()
+                stream.end(run, time.time())
+                return
+    finally:
+        await ws.close()
 
 
 async def follow(
     stack: Stack, i: int, ws: ClientConnection, conversation: int, stream: Stream, pool: Executor
 ) -> None:
     """Submit one run when its time comes, and record it from its websocket until run.done."""
-    watcher = asyncio.create_task(watch(ws, stream))
+    watcher = asyncio.create_task(watch(stack, i, conversation, ws, stream))
     await asyncio.sleep(stream.start.delay)
     loop = asyncio.get_running_loop()
     try:
-        stream.started = await loop.run_in_executor(pool, submit, stack, i, conversation, stream)
+        started = await loop.run_in_executor(pool, submit, stack, i, conversation, stream)
+        stream.started, stream.run_id = started
     except (RuntimeError, requests.RequestException) as exc:
         watcher.cancel()
         stream.status = f"submit failed ({exc})"
@@ -536,8 +622,9 @@ async def follow(
     await watcher
 
 
-def submit(stack: Stack, i: int, conversation: int, stream: Stream) -> float:
-    """POST one run as a browser tab would (its own connection); returns when it started."""
+def submit(stack: Stack, i: int, conversation: int, stream: Stream) -> tuple[float, int]:
+    """POST one run as a browser tab would (its own connection); returns when it started,
+    and the run's id."""
     body = {
         "provider": stack.provider,
         "model": "bench",
@@ -551,7 +638,7 @@ def submit(stack: Stack, i: int, conversation: int, stream: Stream) -> float:
         response = session.post(url, json=body, headers=stack.client.headers)
     if response.status_code != 201:
         raise RuntimeError(f"HTTP {response.status_code} {response.text[:200]}")
-    return started
+    return started, response.json()["run"]["id"]
 
 
 def log_anomalies(output: str) -> list[str]:
@@ -672,7 +759,8 @@ def measure(
     with running_stack(args, upstream, env, fast_paths) as stack:
         through = asyncio.run(run_stack(stack, starts))
         anomalies = stack_log_anomalies(stack)
-    log(f"K={k}: {through.chunks}/{through.expected} chunks")
+    healed = f" ({through.healed} shown from a snapshot after a resync)" if through.healed else ""
+    log(f"K={k}: {through.chunks}/{through.expected} chunks{healed}")
     return Row(k, args.rate, direct, through, anomalies, fast_paths)
 
 
@@ -835,10 +923,12 @@ def findings(rows: list[Row]) -> list[str]:
         for phase, name in ((row.direct, "direct"), (row.stack, "stack")):
             if problems := phase.problems():
                 lines.append(f"K={row.k} {name}: {len(problems)} streams wrong: {problems[:5]}")
+            if resyncs := phase.resyncs():
+                lines.append(f"K={row.k} {name}: {resyncs}.")
         if row.log_lines:
             flagged = f"{len(row.log_lines)} Daphne log lines flagged"
             lines.append(f"K={row.k}: {flagged}: {row.log_lines[:5]}")
-    if not any("wrong" in line or "flagged" in line for line in lines):
+    if not any(word in line for line in lines for word in ("wrong", "flagged", "resynced")):
         lines.append("Every chunk arrived exactly once and in order; the Daphne logs are clean.")
     return lines
 
@@ -860,6 +950,8 @@ def row_figures(row: Row) -> dict:
         "cpu_per_chunk": row.stack.cpu_per_chunk(),
         "direct_cpu_per_chunk": row.direct.cpu_per_chunk(),
         "chunks": row.stack.chunks,
+        "chunks_healed": row.stack.healed,
+        "resyncs": sum(len(s.closes) for s in row.stack.streams),
         "expected": row.stack.expected,
         "other_cores": row.stack.other_cores,
         "steal_cores": row.stack.steal_cores,

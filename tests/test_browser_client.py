@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from playground.relay.events import done_messages
 from playground.templatetags.client import ROUTES, client_urls
 from tests.test_browser import browser, choose, page, send, server, set_param  # noqa: F401
 from tests.test_compare import column, conversation_ids, set_up, status
@@ -168,6 +169,45 @@ def test_the_socket_module_keeps_the_protocol_rules(page: Page):  # noqa: F811
         "stale": True,
         "active": [],
     }
+
+
+def test_the_socket_module_hands_on_run_done_messages_with_their_answer(page: Page):  # noqa: F811
+    """run.done carries the answer once, in its run's choices: the socket module puts each
+    message's content, reasoning and tool calls back, as the server's reader does."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+    choice = {"logprobs": None, "finish_reason": "stop"}
+    run = {
+        "id": 7,
+        "status": "completed",
+        "seq": 4,
+        "choices": [
+            {**choice, "index": 0, "content": "The answer.", "reasoning": "Thought.", "tool_calls": None},
+            {**choice, "index": 1, "content": "", "reasoning": "", "tool_calls": [call]},
+            {**choice, "index": 2, "content": "", "reasoning": "", "tool_calls": None},  # no message
+        ],
+    }
+    message = {"role": "assistant", "run": 7, "position": 1}
+    messages = [{**message, "id": 31, "choice_index": 0, "in_history": True}]
+    messages += [{**message, "id": 32, "choice_index": 1, "in_history": False}]
+    event = {"type": "run.done", "seq": 4, "run": run, "messages": messages}
+    handed = page.evaluate(
+        """async (event) => {
+            const { ConversationSocket } = await import("/static/js/lib/conversation-socket.js");
+            const opened = [];
+            window.WebSocket = class { constructor(url) { opened.push(this); } close() {} };
+            const got = [];
+            const socket = new ConversationSocket(5, { onEvent: (e) => { got.push(e); return true; } });
+            opened[0].onmessage({ data: JSON.stringify(event) });
+            socket.close();
+            return got.map((e) => e.messages);
+        }""",
+        event,
+    )
+    assert handed == [done_messages(event)]
+    assert handed[0] == [
+        {**messages[0], "content": "The answer.", "reasoning": "Thought."},
+        {**messages[1], "content": "", "reasoning": "", "tool_calls": [call]},
+    ]
 
 
 def test_the_socket_module_acts_on_each_close_code(page: Page):  # noqa: F811

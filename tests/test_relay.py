@@ -10,6 +10,7 @@ import pytest
 from asgiref.sync import SyncToAsync, sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import HttpCommunicator, WebsocketCommunicator
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -17,6 +18,7 @@ from playground import relay
 from playground.asgi import application
 from playground.models import Conversation, Message, Run
 from playground.relay import handle
+from playground.relay.events import done_messages
 from playground.upstream import loop_reader
 from playground.upstream.stream import ChatStream
 from tests.conftest import CANARY_KEY
@@ -462,6 +464,86 @@ async def test_several_choices_are_kept_apart(alice_cookie, conversation, provid
     assert [c["content"] for c in done["run"]["choices"]] == ["Hello from the fake relay"] * 2
     assert [(m["choice_index"], m["in_history"]) for m in done["messages"]] == [(0, True), (1, False)]
     await ws.disconnect()
+
+
+async def test_the_final_event_carries_a_long_answer_once(alice_cookie, conversation, provider, fake_relay):
+    """run.done holds the answer's text once, in the run's choices, so a long answer's final
+    frame stays well under the 1 MiB that stock autobahn allows an outgoing frame; its
+    messages get their content, reasoning and tool calls back from those choices."""
+    words = [f"w{i:06d} " for i in range(50_000)]  # 400 KB of answer, each word once
+    thoughts = [f"t{i:06d} " for i in range(25_000)]  # and 200 KB of reasoning
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+    answer = [chunk("".join(words[i : i + 500])) for i in range(0, len(words), 500)]
+    reasoning = [chunk(reasoning="".join(thoughts[i : i + 500])) for i in range(0, len(thoughts), 500)]
+    tools = [chunk(index=1, role="assistant", tool_calls=[call]), chunk(index=1, finish="tool_calls")]
+    fake_relay.script(sse([*reasoning, *answer, *tools, chunk(finish="stop")]))
+    ws = await watch(alice_cookie, conversation)
+    _, data = await submit(alice_cookie, conversation, provider, "go", n=2)
+    while (frame := await ws.receive_from(timeout=20)) and '"type": "run.done"' not in frame[:30]:
+        pass
+    assert len(frame.encode()) < 700_000  # the answer and reasoning (600 KB) once, and little else
+    for marker in (words[0], words[-1], thoughts[0], thoughts[-1], '"call_1"'):
+        assert frame.count(marker) == 1, marker
+    done = json.loads(frame)
+    assert done["run"]["choices"][0]["content"] == "".join(words)
+    answer = Message.objects.filter(run_id=data["run"]["id"]).order_by("choice_index")
+    stored = [m.to_dict() async for m in answer]
+    assert [m["content"] for m in stored] == ["".join(words), ""]
+    assert stored[0]["reasoning"] == "".join(thoughts)
+    assert stored[1]["tool_calls"] == [{k: v for k, v in call.items() if k != "index"}]
+    assert done_messages(done) == stored
+    await ws.disconnect()
+
+
+@pytest.mark.skipif(
+    "loop_reader" in settings.FAST_PATHS, reason="loop_reader: the loop reads every stream, after begin()"
+)
+async def test_deltas_read_before_the_loop_starts_the_run_follow_its_start(
+    alice, alice_cookie, conversation, provider, fake_relay
+):
+    """A relay thread can read a run's first chunks before the loop has run the run's
+    begin(): another run's wake-up, already on its way, flushes this run too
+    (Process.wake serves every run ready before it runs). Those deltas follow run.started,
+    numbered from 1: none is lost, and the socket is not closed for a gap."""
+    import threading
+    import time
+
+    other = await Conversation.objects.acreate(workspace_id=conversation.workspace_id, creator=alice)
+    fake_relay.script(slow_stream(words=200, every=0.02))  # the other run: a chunk every 20 ms
+    first = await watch(alice_cookie, other)
+    await submit(alice_cookie, other, provider)
+    await receive_deltas(first, 2)
+    ws = await watch(alice_cookie, conversation)
+    posted = {}
+
+    def submit_from_a_request_thread() -> None:
+        client = Client()
+        client.force_login(alice)
+        body = {"provider": provider.id, "model": "fake-model", "message": "Hi", "params": {"stream": True}}
+        url = f"/api/conversations/{conversation.id}/runs/"
+        posted["run"] = client.post(url, body, content_type="application/json").json()["run"]["id"]
+
+    # The loop is held (as a busy loop is) while the other run's wake-up gets queued, then
+    # this run's begin(), then this run's first chunk joins that earlier wake-up.
+    loop, deadline = asyncio.get_running_loop(), time.monotonic() + 5
+    while not relay.process._ready.get(loop):  # the other run's wake-up is on its way
+        assert time.monotonic() < deadline, "the other run woke no loop"
+        time.sleep(0.001)
+    request = threading.Thread(target=submit_from_a_request_thread)
+    request.start()
+    request.join(10)
+    deadline = time.monotonic() + 5
+    while not ((handle := relay.process.runs.get(posted["run"])) and handle.flush_scheduled):
+        assert time.monotonic() < deadline, "the run read no chunk"
+        time.sleep(0.005)
+    events = await receive_until(ws, "run.done")
+    kinds = [e["type"] for e in events if e["type"] != "conversation.changed"]
+    assert (kinds[0], kinds[-1]) == ("run.started", "run.done")
+    seqs = [e["seq"] for e in events if e["type"] == "run.delta"]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert text_of(events, posted["run"]) == fake_relay.reply
+    await ws.disconnect()
+    await first.disconnect()
 
 
 async def test_invalid_parameters_are_refused_before_any_upstream_call(

@@ -12,7 +12,10 @@ Browser-facing:
 - `run.started`: a run was submitted: the run and the messages it added.
 - `run.delta`: the text added since the previous delta, numbered `seq` (1, 2, …).
 - `run.done`: the run's complete final state and its answer messages, numbered
-  past the last delta; it always wins over what came before.
+  past the last delta; it always wins over what came before. The answer's text is in
+  it once, in the run's `choices`: each message leaves out the fields its choice holds
+  (ANSWER_FIELDS), and `done_messages` (static/js/lib/conversation-socket.js's
+  `answerMessages` in the browser) puts them back.
 - `conversation.changed`: the conversation was renamed or deleted.
 
 Between processes (on the owning process's control channel):
@@ -60,15 +63,40 @@ def run_delta(run_id: int, seq: int, choices: list[dict]) -> dict:
     return {"type": RUN_DELTA, "run": run_id, "seq": seq, "choices": choices}
 
 
+# What an answer message of run.done leaves out: its choice's (same `index` as the
+# message's `choice_index`) in the run's `choices`, the message's content and reasoning
+# as they were stored from it (playground.relay.store.save_answer).
+ANSWER_FIELDS = ("content", "reasoning", "tool_calls")
+
+
 def run_done(run: Any, messages: list[Any]) -> dict:
     """The last event of a run (`run` a Run, `messages` its answer's Messages): its
-    complete state, so a client that missed deltas heals."""
+    complete state, so a client that missed deltas heals. Each message without
+    ANSWER_FIELDS: the answer's text is carried once, in the run's choices."""
     return {
         "type": RUN_DONE,
         "run": run.to_dict(),
         "seq": run.last_seq,
-        "messages": [m.to_dict() for m in messages],
+        "messages": [_without_answer(m.to_dict()) for m in messages],
     }
+
+
+def _without_answer(message: dict) -> dict:
+    return {name: value for name, value in message.items() if name not in ANSWER_FIELDS}
+
+
+def done_messages(event: dict) -> list[dict]:
+    """A run.done's answer messages as `Message.to_dict()` gives them: each with its
+    choice's content, reasoning and tool calls (the latter only when it has some)."""
+    choices = {choice["index"]: choice for choice in event["run"]["choices"] or []}
+    messages = []
+    for message in event["messages"]:
+        choice = choices.get(message["choice_index"], {})
+        full = {**message, "content": choice.get("content") or "", "reasoning": choice.get("reasoning") or ""}
+        if choice.get("tool_calls"):
+            full["tool_calls"] = choice["tool_calls"]
+        messages.append(full)
+    return messages
 
 
 def conversation_changed(conversation_id: int, **change: Any) -> dict:

@@ -77,12 +77,18 @@ class RunHandle:
         self.output_chars = 0
         self.checkpointed_seq = -1  # nothing stored yet: the first checkpoint stores the status
         self.finishing = False
+        # Set by begin(), on the loop: deltas sealed before it wait for run.started (and the
+        # sender). A relay thread can read its first chunks before the loop runs begin(), and
+        # Process.wake may flush this run in a batch scheduled ahead of begin().
+        self.begun = False
 
     # -- on the event loop
 
     def begin(self, run_dict: dict, messages: list[dict]) -> None:
         self.start_sender()
         self._publish(events.run_started(run_dict, messages))
+        self.begun = True
+        self._flush()  # what was sealed before: after run.started, numbered from 1
 
     def start_sender(self) -> None:
         self.outbox: asyncio.Queue = asyncio.Queue()
@@ -119,6 +125,8 @@ class RunHandle:
         self.last_flush = self.loop.time()
         with self.lock:
             self.flush_scheduled = False
+            if not self.begun:  # begin() flushes them, after run.started
+                return
             self._seal()
             sealed, self.sealed = self.sealed, []
         for event in sealed:

@@ -6,6 +6,9 @@
 // - repeats are dropped: a `run.delta` whose seq the page has already shown;
 // - a snapshot older than what the page shows is ignored;
 // - `run.done` wins: once a run is final, no later delta or snapshot changes it;
+// - `run.done` carries the answer's text once, in its run's choices: its messages come
+//   without content, reasoning and tool_calls, and are handed on with them put back
+//   (`answerMessages`; the server's side is playground/relay/events.py);
 // - a lost connection reconnects with backoff, and the server's fresh snapshot resyncs it;
 // - the close codes: 4401 logged out and 4403 access removed (no reconnect), 4409 role
 //   changed (reconnect, and the page asks for a reload), 4008 too far behind and 4400 a
@@ -87,6 +90,20 @@ export class RunLedger {
   }
 }
 
+/**
+ * A `run.done`'s answer messages in full: each gets the content, reasoning and tool calls of
+ * the run's choice whose index is its `choice_index` (tool calls only when it has some).
+ */
+export function answerMessages(event) {
+  const choices = new Map((event.run.choices || []).map((c) => [c.index, c]));
+  return (event.messages || []).map((m) => {
+    const choice = choices.get(m.choice_index) || {};
+    const full = { ...m, content: choice.content || "", reasoning: choice.reasoning || "" };
+    if (choice.tool_calls && choice.tool_calls.length) full.tool_calls = choice.tool_calls;
+    return full;
+  });
+}
+
 function socketUrl(conversationId) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   return `${scheme}://${location.host}/ws/conversations/${encodeURIComponent(conversationId)}/`;
@@ -156,6 +173,7 @@ export class ConversationSocket {
       const active = new Set(event.active);
       event.stale = this.ledger.active().filter((id) => !active.has(id));
     }
+    if (event.type === "run.done") event.messages = answerMessages(event);
     if (!this.ledger.accepts(event)) return;
     if (this.onEvent(event) !== false) this.ledger.record(event);
   }
