@@ -75,7 +75,9 @@ def test_each_entry_shows_its_creator_and_the_sort_is_by_last_activity(workspace
     Conversation.objects.filter(id=old.id).update(updated_at=timezone.now() + timedelta(minutes=5))
     data = client_for(team["dana"]).get("/api/conversations/").json()["conversations"]
     assert [c["id"] for c in data] == [old.id, new.id]
-    assert data[0]["creator"] == "bob" and data[0]["visibility"] == "shared" and data[0]["updated_at"]
+    assert data[0]["creator"] == "bob"
+    assert data[0]["visibility"] == "shared"
+    assert data[0]["updated_at"]
     by_created = ids(client_for(team["dana"]).get("/api/conversations/?sort=created"))
     assert by_created == [new.id, old.id]
 
@@ -131,13 +133,18 @@ def test_visibility_is_changed_by_whoever_may_write_it(workspace, team):
     assert refused.status_code == 403
     assert "creator" in refused.json()["error"]
     reading = dana.get(url).json()
-    assert reading["may_write"] is False and "creator" in reading["refusal"]
+    assert reading["may_write"] is False
+    assert "creator" in reading["refusal"]
     assert client_for(team["bob"]).get(url).json()["may_write"] is True
     bad = client_for(team["bob"]).patch(url, {"visibility": "team"}, content_type="application/json")
-    assert bad.status_code == 400 and "visibility" in bad.json()["fields"]
+    assert bad.status_code == 400
+    assert "visibility" in bad.json()["fields"]
     ok = client_for(team["bob"]).patch(url, {"visibility": "private"}, content_type="application/json")
-    assert ok.status_code == 200 and ok.json()["visibility"] == "private"
-    assert AuditEvent.objects.filter(action="conversation.visibility_changed", target_id=str(conv.id)).exists()
+    assert ok.status_code == 200
+    assert ok.json()["visibility"] == "private"
+    assert AuditEvent.objects.filter(
+        action="conversation.visibility_changed", target_id=str(conv.id)
+    ).exists()
     # Now private: dana no longer sees it at all, alice (owner) still changes it.
     assert dana.get(url).status_code == 404
     back = client_for(team["alice"]).patch(url, {"visibility": "shared"}, content_type="application/json")
@@ -155,9 +162,11 @@ def test_teammates_fork_but_do_not_rename_or_delete(workspace, team):
     assert vic.delete(url).status_code == 403
     for client in (dana, vic):
         fork = client.post(f"{url}fork/", {"message": message.id}, content_type="application/json")
-        assert fork.status_code == 201 and fork.json()["visibility"] == "private"
+        assert fork.status_code == 201
+        assert fork.json()["visibility"] == "private"
     conv.refresh_from_db()
-    assert conv.title == "bob's" and conv.deleted_at is None
+    assert conv.title == "bob's"
+    assert conv.deleted_at is None
 
 
 def test_delete_moves_to_the_trash_and_restore_brings_it_back(workspace, team):
@@ -166,7 +175,8 @@ def test_delete_moves_to_the_trash_and_restore_brings_it_back(workspace, team):
     bob, dana, alice = client_for(team["bob"]), client_for(team["dana"]), client_for(team["alice"])
     assert bob.delete(url).json() == {"deleted": conv.id}
     conv.refresh_from_db()
-    assert conv.deleted_at is not None and conv.deleted_by == team["bob"]
+    assert conv.deleted_at is not None
+    assert conv.deleted_by == team["bob"]
     assert AuditEvent.objects.filter(action="conversation.deleted", target_id=str(conv.id)).count() == 1
     # A 404 everywhere; only its creator and the owner see it in the trash.
     for client in (bob, dana, alice):
@@ -182,7 +192,8 @@ def test_delete_moves_to_the_trash_and_restore_brings_it_back(workspace, team):
     assert bob.post(f"{url}restore/").status_code == 200
     assert bob.post(f"{url}restore/").status_code == 404  # no longer in the trash
     assert AuditEvent.objects.filter(action="conversation.restored", target_id=str(conv.id)).count() == 1
-    assert bob.get(url).status_code == 200 and conv.id in ids(dana.get("/api/conversations/"))
+    assert bob.get(url).status_code == 200
+    assert conv.id in ids(dana.get("/api/conversations/"))
     # The owner restores anyone's; a private one of bob's is a 404 to dana even in the trash.
     private = make(workspace, team["bob"], "p", PRIVATE, deleted_at=timezone.now())
     assert dana.post(f"/api/conversations/{private.id}/restore/").status_code == 404
@@ -197,13 +208,18 @@ def test_outsiders_cannot_restore(workspace, team, charlie):
 
 def test_the_trash_is_purged_after_its_days_and_the_ledger_keeps_the_runs(workspace, team, settings):
     settings.PLAYGROUND_TRASH_DAYS = 30
-    old = make(workspace, team["bob"], "renamed since the run", deleted_at=timezone.now() - timedelta(days=31))
+    old = make(
+        workspace, team["bob"], "renamed since the run", deleted_at=timezone.now() - timedelta(days=31)
+    )
     recent = make(workspace, team["bob"], "recent", deleted_at=timezone.now() - timedelta(days=29))
-    run = Run.objects.create(conversation=old, conversation_title="first title", workspace=workspace, model="m")
+    run = Run.objects.create(
+        conversation=old, conversation_title="first title", workspace=workspace, model="m"
+    )
     assert ids(client_for(team["bob"]).get("/api/conversations/?filter=trash")) == [recent.id]  # lazy purge
     assert not Conversation.objects.filter(id=old.id).exists()
     run.refresh_from_db()
-    assert run.conversation_id is None and run.conversation_title == "renamed since the run"
+    assert run.conversation_id is None
+    assert run.conversation_title == "renamed since the run"
     # The command purges every workspace's.
     Conversation.objects.filter(id=recent.id).update(deleted_at=timezone.now() - timedelta(days=40))
     other = Workspace.objects.create(name="Other2", slug="other2")
@@ -232,5 +248,6 @@ def test_compare_columns_are_one_entry(workspace, team):
     assert group["columns"] == columns
     assert group["title"] == "Comparison: Compare: m #1 (3 columns)"
     bad = bob.post("/api/conversations/", {"comparison": "x" * 37}, content_type="application/json")
-    assert bad.status_code == 400 and "comparison" in bad.json()["fields"]
+    assert bad.status_code == 400
+    assert "comparison" in bad.json()["fields"]
     assert Conversation.objects.filter(workspace=workspace).count() == 4
