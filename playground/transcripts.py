@@ -148,7 +148,7 @@ def purge_trash(workspace: Workspace | None = None, now=None) -> int:
 def list_entries(conversations, sort: str = "activity") -> list[dict]:
     """The list's entries: one per conversation, except that the columns of one Compare
     session (same `comparison` key) are one entry "Comparison: <title> (N columns)" with
-    their ids, placed where its most recent column would be."""
+    their ids and titles (in title order), placed where its most recent column would be."""
     entries: list[dict] = []
     groups: dict[str, dict] = {}
     for conv in conversations:
@@ -169,9 +169,10 @@ def list_entries(conversations, sort: str = "activity") -> list[dict]:
         if conv.visibility == Conversation.Visibility.PRIVATE:
             group["visibility"] = Conversation.Visibility.PRIVATE
     for group in groups.values():
-        ordered = sorted(zip(group["columns"], group["column_titles"], strict=True))
-        group["columns"] = [conv_id for conv_id, _ in ordered]
-        group["column_titles"] = [title for _, title in ordered]
+        # Compare creates its columns at once: their titles ("… #1", "… #2") give the order.
+        ordered = sorted(zip(group["column_titles"], group["columns"], strict=True))
+        group["columns"] = [conv_id for _, conv_id in ordered]
+        group["column_titles"] = [title for title, _ in ordered]
         first_title = group["column_titles"][0]
         n = len(group["columns"])
         group["title"] = f"Comparison: {first_title} ({n} column{'s' if n != 1 else ''})"
