@@ -33,6 +33,13 @@ def announce(conversation_id: int, *, wait: bool = True, **change) -> None:
         relay.publish_soon(group, event)
 
 
+def recheck_watchers(conversation_id: int) -> None:
+    """Tell every socket watching the conversation to check its access again (those who may
+    no longer see it, as after it turns private, close with 4403)."""
+    group = events.group_of(conversation_id)
+    async_to_sync(get_channel_layer().group_send)(group, {"type": "access.changed", "role": None})
+
+
 def transcript(conv: Conversation) -> dict:
     runs = conv.runs.filter(hidden=False).select_related("user")
     return {

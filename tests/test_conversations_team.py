@@ -253,3 +253,25 @@ def test_compare_columns_are_one_entry(workspace, team):
     assert bad.status_code == 400
     assert "comparison" in bad.json()["fields"]
     assert Conversation.objects.filter(workspace=workspace).count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_making_it_private_closes_the_teammates_open_sockets_at_once(alice, bob, conversation):
+    from asgiref.sync import sync_to_async
+
+    from tests.test_access import closed_with
+    from tests.test_relay import post, session_cookie, watch
+
+    alice_cookie, bob_cookie = (
+        await sync_to_async(session_cookie)(alice),
+        await sync_to_async(session_cookie)(bob),
+    )
+    theirs, hers = await watch(bob_cookie, conversation), await watch(alice_cookie, conversation)
+    url = f"/api/conversations/{conversation.id}/"
+    status, _ = await post(alice_cookie, url, {"visibility": "private"}, method="PATCH")
+    assert status == 200
+    assert await closed_with(theirs) == 4403
+    changed = await hers.receive_json_from(timeout=5)
+    assert changed["type"] == "conversation.changed"
+    assert await hers.receive_nothing(timeout=0.5)  # the creator keeps watching
+    await hers.disconnect()

@@ -33,6 +33,7 @@ from playground.transcripts import (
     announce,
     list_entries,
     purge_trash,
+    recheck_watchers,
     search_conversations,
     transcript,
     trash_for,
@@ -146,6 +147,8 @@ def conversation(request: HttpRequest, conversation_id: int) -> JsonResponse:
                 before=before,
                 after=conv.visibility,
             )
+            if conv.visibility == Conversation.Visibility.PRIVATE:
+                recheck_watchers(conv.id)
         announce(conv.id, title=conv.title)
         return JsonResponse(conv.to_dict())
     writable = may_write(request.user, conv)
