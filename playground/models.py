@@ -206,6 +206,9 @@ class Conversation(models.Model):
     deleted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The Compare session this conversation is a column of ("": none); the list shows
+    # a comparison's columns as one entry.
+    comparison = models.CharField(max_length=36, blank=True, default="", db_index=True)
 
     objects = ConversationManager()
 
@@ -237,7 +240,10 @@ class Conversation(models.Model):
             "id": self.id,
             "title": self.title,
             "creator": self.creator.get_username() if self.creator else None,
+            "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "visibility": self.visibility,
+            "comparison": self.comparison,
         }
 
 

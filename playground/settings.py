@@ -241,6 +241,8 @@ if envbool("PLAYGROUND_BEHIND_TLS_PROXY", "0"):
 # export takes up to its own limit (uploaded images make exports large).
 PLAYGROUND_MAX_BODY_BYTES = envint("PLAYGROUND_MAX_BODY_BYTES", 2 * 1024 * 1024)
 PLAYGROUND_IMPORT_MAX_BYTES = envint("PLAYGROUND_IMPORT_MAX_BYTES", 32 * 1024 * 1024)
+# Days a deleted conversation stays restorable in the trash before it is purged.
+PLAYGROUND_TRASH_DAYS = envint("PLAYGROUND_TRASH_DAYS", 30)
 
 # Provider API keys are encrypted with these Fernet keys (comma-separated, newest first).
 # Unset: a key file in PLAYGROUND_DATA_DIR, created on first use. Never SECRET_KEY.

@@ -15,6 +15,11 @@ urlpatterns = [
     path("api/conversations/<id:conversation_id>/runs/", runs.submit_run, name="api-submit"),
     path("api/conversations/<id:conversation_id>/messages/", messages.add_message, name="api-add-message"),
     path("api/conversations/<id:conversation_id>/fork/", messages.fork_conversation, name="api-fork"),
+    path(
+        "api/conversations/<id:conversation_id>/restore/",
+        conversations.restore_conversation,
+        name="api-restore-conversation",
+    ),
     path("api/messages/<id:message_id>/", messages.message_detail, name="api-message"),
     path("api/messages/<id:message_id>/move/", messages.move_message, name="api-move-message"),
     path("api/messages/<id:message_id>/choose/", messages.choose_message, name="api-choose"),

@@ -101,6 +101,7 @@ def test_the_client_config_holds_the_paths_the_scripts_wrote_before():
         "api-submit": "/api/conversations/{id}/runs/",
         "api-add-message": "/api/conversations/{id}/messages/",
         "api-fork": "/api/conversations/{id}/fork/",
+        "api-restore-conversation": "/api/conversations/{id}/restore/",
         "api-message": "/api/messages/{id}/",
         "api-move-message": "/api/messages/{id}/move/",
         "api-choose": "/api/messages/{id}/choose/",

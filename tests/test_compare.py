@@ -145,17 +145,28 @@ def set_up(page: Page, k: int, model: str, **params: str) -> None:
         col.get_by_label(label, exact=True).fill(value)
 
 
+def listed_conversations(page: Page) -> list[tuple[int, str]]:
+    """(id, title) of every conversation in the list, a comparison's columns one by one."""
+    out = []
+    for entry in page.request.get("/api/conversations/").json()["conversations"]:
+        if entry.get("kind") == "comparison":
+            out += list(zip(entry["columns"], entry["column_titles"], strict=True))
+        else:
+            out.append((entry["id"], entry["title"]))
+    return out
+
+
 def conversation_ids(page: Page) -> set[int]:
-    return {c["id"] for c in page.request.get("/api/conversations/").json()["conversations"]}
+    return {conv_id for conv_id, _ in listed_conversations(page)}
 
 
 def stored_answers(page: Page, before: set[int]) -> dict[str, str]:
     """The answers of the conversations not in `before`, as the server stored them, by title."""
     out = {}
-    for conv in page.request.get("/api/conversations/").json()["conversations"]:
-        if conv["id"] not in before:
-            run = page.request.get(f"/api/conversations/{conv['id']}/").json()["runs"][-1]
-            out[conv["title"]] = run["choices"][0]["content"] if run["choices"] else ""
+    for conv_id, title in listed_conversations(page):
+        if conv_id not in before:
+            run = page.request.get(f"/api/conversations/{conv_id}/").json()["runs"][-1]
+            out[title] = run["choices"][0]["content"] if run["choices"] else ""
     return out
 
 

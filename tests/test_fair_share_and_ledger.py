@@ -6,16 +6,20 @@ In one process here; across two Daphne processes in test_fair_share_scaleout.
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test import Client, RequestFactory
+from django.utils import timezone
 
 from playground import relay
 from playground.admin import RunAdmin
 from playground.models import Conversation, Membership, Message, Provider, Run, Workspace
+from playground.transcripts import purge_trash
 from playground.views import runs as views
 
 
@@ -158,6 +162,7 @@ def test_runs_outlive_their_conversation_provider_user_and_workspace_keeping_the
 
     response = logged_in(dana).delete(f"/api/conversations/{conversation.id}/")
     assert response.status_code == 200
+    purge_trash(now=timezone.now() + timedelta(days=settings.PLAYGROUND_TRASH_DAYS + 1))
     provider.delete()
     dana.delete()
     run.refresh_from_db()
@@ -184,7 +189,8 @@ def test_only_the_creator_or_an_owner_or_admin_may_rename_or_delete_a_conversati
     assert as_erin.get(path).status_code == 200  # still readable by every member
     assert logged_in(dana).patch(path, rename, content_type="application/json").status_code == 200
     assert logged_in(boss).delete(path).status_code == 200
-    assert not Conversation.objects.filter(id=conversation.id).exists()
+    assert Conversation.objects.get(id=conversation.id).deleted_by == boss  # in the trash
+    assert as_erin.get(path).status_code == 404
 
 
 def test_the_run_admin_cannot_delete_runs(admin_user):

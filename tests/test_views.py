@@ -78,7 +78,7 @@ def test_members_create_rename_and_delete_conversations(as_alice):
     )
     assert renamed.json()["title"] == "Moon"
     assert as_alice.delete(f"/api/conversations/{created['id']}/").json() == {"deleted": created["id"]}
-    assert not Conversation.objects.exists()
+    assert not Conversation.objects.filter(deleted_at=None).exists()  # in the trash
 
 
 def test_a_rename_to_nothing_is_refused(as_alice, conversation):

@@ -30,6 +30,7 @@ ROUTES: dict[str, str | None] = {
     "api-submit": "conversation_id",
     "api-add-message": "conversation_id",
     "api-fork": "conversation_id",
+    "api-restore-conversation": "conversation_id",
     "api-message": "message_id",
     "api-move-message": "message_id",
     "api-choose": "message_id",

@@ -74,7 +74,10 @@ def import_conversation(request: HttpRequest) -> JsonResponse:
     first = 0 if messages[0]["role"] == Message.Role.SYSTEM else 1
     with transaction.atomic():
         conv = Conversation.objects.create(
-            workspace=workspace, creator=request.user, title=imported_title(meta, messages)
+            workspace=workspace,
+            creator=request.user,
+            title=imported_title(meta, messages),
+            visibility=workspace.default_visibility,
         )
         Message.objects.bulk_create(
             Message(conversation=conv, position=position, **message)
@@ -113,6 +116,7 @@ def import_request(request: HttpRequest) -> JsonResponse:
             workspace=workspace,
             creator=request.user,
             title=title_from(fields["message"] or "Imported request"),
+            visibility=workspace.default_visibility,
         )
         sync_system_prompt(conv, fields["system"], [])
         for position, message in enumerate(fields.pop("history"), start=1):

@@ -190,12 +190,12 @@ class Column {
 
   // Create this column's conversation and open its websocket; resolves once the socket
   // has said which runs are active (so no event of the coming run is missed), or soon anyway.
-  async prepare(title) {
+  async prepare(title, comparison) {
     const generation = this.generation;
     this.pending = true;
     this.el.dataset.status = "starting";
     this.setMetrics({ status: "starting…" });
-    const created = await api("POST", url("api-conversations"), { title });
+    const created = await api("POST", url("api-conversations"), { title, comparison });
     if (generation !== this.generation) return false;
     this.conversation = created.id;
     await new Promise((resolve) => {
@@ -492,10 +492,12 @@ async function compare() {
   fillDiffChoices();
   renderDiff();
 
-  // First every column's conversation and websocket, then all submissions at once.
+  // First every column's conversation and websocket, then all submissions at once. The
+  // columns share one comparison key: the conversation list shows them as one entry.
+  const comparison = comparisonKey();
   const ready = await Promise.all(plans.map(async ({ column, setup }) => {
     try {
-      return await column.prepare(`Compare: ${setup.model} #${column.number}`);
+      return await column.prepare(`Compare: ${setup.model} #${column.number}`, comparison);
     } catch (error) {
       column.fail(error);
       return false;
@@ -513,6 +515,12 @@ async function compare() {
     });
   }));
   updateButtons();
+}
+
+/** A random key (36 characters at most, letters, digits and dashes) naming one comparison. */
+function comparisonKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 async function stopAll() {

@@ -483,12 +483,14 @@ async function loadConversation(id) {
   state.ledger = new RunLedger();
   if (!id) {
     els.title.value = "";
+    showWriteAccess(null);
     renderTranscript();
     document.dispatchEvent(new CustomEvent("playground:conversation", { detail: { id: null } }));
     return;
   }
   const data = await api("GET", url("api-conversation", id));
   els.title.value = data.title;
+  showWriteAccess(data);
   els.system.value = "";
   addMessages(data.messages);
   for (const run of data.runs) upsertRun(run);
@@ -748,26 +750,132 @@ function updateButtons() {
 
 // ------------------------------------------------------------------ conversations
 
+// The list's filter (Mine / Shared / All / Trash) is kept in the address (?filter=) and
+// in localStorage; the sort (last activity, newest first; or created) in localStorage.
+const LIST_FILTERS = ["mine", "shared", "all", "trash"];
+const list = {
+  filter: (() => {
+    const wanted = new URLSearchParams(location.search).get("filter") || localStorage.getItem("playground.listFilter");
+    return LIST_FILTERS.includes(wanted) ? wanted : "all";
+  })(),
+  sort: localStorage.getItem("playground.listSort") === "created" ? "created" : "activity",
+  access: null, // the open conversation's: { may_write, refusal, visibility }
+};
+
+function chooseListFilter(filter) {
+  list.filter = filter;
+  localStorage.setItem("playground.listFilter", filter);
+  const address = new URL(location.href);
+  if (filter === "all") address.searchParams.delete("filter");
+  else address.searchParams.set("filter", filter);
+  history.replaceState(history.state, "", address);
+  refreshConversationList();
+}
+
+function when(iso) {
+  const date = new Date(iso);
+  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+function conversationLink(c, text) {
+  const a = document.createElement("a");
+  a.href = url("conversation", c.id);
+  a.textContent = text;
+  a.dataset.id = c.id;
+  a.addEventListener("click", (e) => {
+    e.preventDefault();
+    history.pushState({}, "", a.href);
+    loadConversation(c.id);
+  });
+  return a;
+}
+
+function listMeta(c, text) {
+  const meta = document.createElement("small");
+  meta.className = "meta";
+  meta.textContent = text;
+  if (c.visibility === "private") {
+    const lock = document.createElement("span");
+    lock.className = "lock";
+    lock.setAttribute("role", "img");
+    lock.setAttribute("aria-label", "Private");
+    lock.title = "Private: only its creator and the workspace's owners and admins see it";
+    lock.textContent = "🔒 ";
+    meta.prepend(lock);
+  }
+  return meta;
+}
+
+function trashItem(c, days) {
+  const li = document.createElement("li");
+  li.className = "trashed";
+  const title = document.createElement("span");
+  title.className = "title";
+  title.textContent = c.title;
+  const purge = new Date(new Date(c.deleted_at).getTime() + days * 86400000);
+  const meta = listMeta(c, `${c.creator || "someone"} · deleted ${when(c.deleted_at)} · purged after ${when(purge.toISOString())}`);
+  const restore = document.createElement("button");
+  restore.type = "button";
+  restore.textContent = "Restore";
+  restore.addEventListener("click", async () => {
+    try {
+      await api("POST", url("api-restore-conversation", c.id));
+      refreshConversationList();
+    } catch (error) { showError(error.message); }
+  });
+  li.append(title, meta, restore);
+  return li;
+}
+
+function comparisonItem(c) {
+  const li = document.createElement("li");
+  li.className = "comparison";
+  const details = document.createElement("details");
+  const summary = document.createElement("summary");
+  summary.textContent = c.title;
+  const columns = document.createElement("ul");
+  columns.setAttribute("aria-label", c.title);
+  columns.append(...c.columns.map((id, i) => {
+    const item = document.createElement("li");
+    item.append(conversationLink({ id }, c.column_titles[i]));
+    return item;
+  }));
+  details.append(summary, columns);
+  if (c.columns.includes(state.conversation)) details.open = true;
+  li.append(details, listMeta(c, `${c.creator || "someone"} · ${when(c.updated_at)}`));
+  return li;
+}
+
 let listRequest = 0;
 async function refreshConversationList() {
-  const query = els.filter.value.trim();
+  for (const button of document.querySelectorAll(".list-filters [data-filter]")) {
+    button.setAttribute("aria-pressed", String(button.dataset.filter === list.filter));
+  }
+  const query = list.filter === "trash" ? "" : els.filter.value.trim();
   const ticket = ++listRequest;
-  const data = await api("GET", url("api-conversations", null, { q: query }));
+  const data = await api("GET", url("api-conversations", null, { q: query, filter: list.filter, sort: list.sort }));
   if (ticket !== listRequest) return; // a later search answered first
+  const note = $("list-note");
+  note.hidden = list.filter !== "trash";
+  if (list.filter === "trash") {
+    note.textContent = `Deleted conversations you may restore, kept ${data.trash_days} days.`;
+    const items = data.conversations.map((c) => trashItem(c, data.trash_days));
+    if (!items.length) {
+      const li = document.createElement("li");
+      li.className = "note";
+      li.textContent = "The trash is empty.";
+      items.push(li);
+    }
+    els.list.replaceChildren(...items);
+    return;
+  }
   // The server titles a conversation from its first message: show that in the head too.
   const current = data.conversations.find((c) => c.id === state.conversation);
   if (current && document.activeElement !== els.title) els.title.value = current.title;
   const items = data.conversations.map((c) => {
+    if (c.kind === "comparison") return comparisonItem(c);
     const li = document.createElement("li");
-    const a = document.createElement("a");
-    a.href = url("conversation", c.id);
-    a.textContent = c.title;
-    a.dataset.id = c.id;
-    a.addEventListener("click", (e) => {
-      e.preventDefault();
-      history.pushState({}, "", a.href);
-      loadConversation(c.id);
-    });
+    const a = conversationLink(c, c.title);
     li.append(a);
     if (c.match) {
       const match = document.createElement("small");
@@ -775,12 +883,14 @@ async function refreshConversationList() {
       match.textContent = c.match;
       a.append(match);
     }
+    const at = list.sort === "created" ? `created ${when(c.created_at)}` : when(c.updated_at);
+    li.append(listMeta(c, `${c.creator || "someone"} · ${at}`));
     return li;
   });
-  if (query && !items.length) {
+  if (!items.length) {
     const li = document.createElement("li");
     li.className = "note";
-    li.textContent = `No conversation mentions “${query}”.`;
+    li.textContent = query ? `No conversation mentions “${query}”.` : "No conversations here yet.";
     items.push(li);
   }
   els.list.replaceChildren(...items);
@@ -792,8 +902,43 @@ function highlightConversation() {
     if (Number(a.dataset.id) === state.conversation) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  els.deleteConversation.disabled = !state.conversation;
-  els.title.disabled = !state.conversation;
+  showWriteAccess(list.access && state.conversation ? list.access : null);
+}
+
+/** Rename, delete and visibility are for whoever may change the open conversation
+ * (its creator, owners and admins): disabled for others, with the server's reason. */
+function showWriteAccess(data) {
+  list.access = data ? { may_write: data.may_write !== false, refusal: data.refusal || "", visibility: data.visibility } : null;
+  const shared = $("conversation-shared");
+  const note = $("write-note");
+  const open = Boolean(state.conversation && list.access);
+  const reason = open && !list.access.may_write ? list.access.refusal : "";
+  shared.checked = open && list.access.visibility === "shared";
+  for (const control of [els.title, els.deleteConversation, shared]) {
+    control.disabled = !open || Boolean(reason);
+    if (reason) {
+      control.title = reason;
+      control.setAttribute("aria-description", reason);
+    } else {
+      control.removeAttribute("title");
+      control.removeAttribute("aria-description");
+    }
+  }
+  note.hidden = !reason;
+  note.textContent = reason;
+}
+
+async function setVisibility() {
+  const shared = $("conversation-shared");
+  if (!state.conversation) return;
+  try {
+    const data = await api("PATCH", url("api-conversation", state.conversation), { visibility: shared.checked ? "shared" : "private" });
+    list.access.visibility = data.visibility;
+    refreshConversationList();
+  } catch (error) {
+    shared.checked = !shared.checked;
+    showError(error.message);
+  }
 }
 
 async function renameConversation() {
@@ -806,8 +951,10 @@ async function renameConversation() {
 }
 
 async function deleteConversation() {
-  if (!state.conversation || !confirm("Delete this conversation and its runs?")) return;
-  await api("DELETE", url("api-conversation", state.conversation));
+  if (!state.conversation || !confirm("Move this conversation to the trash? It can be restored from Trash.")) return;
+  try {
+    await api("DELETE", url("api-conversation", state.conversation));
+  } catch (error) { showError(error.message); return; }
   history.pushState({}, "", url("index"));
   if (state.socket) state.socket.close();
   state.socket = null;
@@ -1120,6 +1267,16 @@ function init() {
   els.newConversation.addEventListener("click", () => { history.pushState({}, "", url("index")); loadConversation(null); highlightConversation(); els.message.focus(); });
   els.deleteConversation.addEventListener("click", deleteConversation);
   els.title.addEventListener("change", renameConversation);
+  $("conversation-shared").addEventListener("change", setVisibility);
+  for (const button of document.querySelectorAll(".list-filters [data-filter]")) {
+    button.addEventListener("click", () => chooseListFilter(button.dataset.filter));
+  }
+  $("conversation-sort").value = list.sort;
+  $("conversation-sort").addEventListener("change", (e) => {
+    list.sort = e.target.value;
+    localStorage.setItem("playground.listSort", list.sort);
+    refreshConversationList();
+  });
   let searchTimer = null;
   els.filter.addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(refreshConversationList, 200); });
   window.addEventListener("popstate", () => {
