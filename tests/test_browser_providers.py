@@ -71,6 +71,14 @@ def test_an_owner_adds_a_provider_and_a_member_uses_it_without_ever_receiving_th
     assert relay.requests[-1].headers["Authorization"] == f"Bearer {TEAM_KEY}"
     assert relay.requests[-1].headers["X-Team"] == "blue"
 
+    # Probe, through the playground's probe endpoint.
+    row.get_by_role("button", name="Probe").click()
+    probe = page.get_by_role("dialog", name="Probe Team relay")
+    probe.get_by_role("textbox", name="Model to probe with").fill("fake-model")
+    probe.get_by_role("button", name="Run probe").click()
+    expect(probe.get_by_role("status")).to_contain_text("Done:", timeout=90_000)
+    probe.get_by_role("button", name="Close").click()
+
     # Edit: the key field comes back empty, prices go in the table; a bad row is refused.
     row.get_by_role("button", name="Edit").click()
     dialog = page.get_by_role("dialog", name="Edit Team relay")

@@ -337,3 +337,16 @@ def test_the_page_and_every_answer_keep_the_key_out_of_bodies_headers_and_logs(
             assert secret not in shown
     for secret in (CANARY_KEY, NEW_KEY):
         assert secret not in caplog.text
+
+
+def test_a_name_taken_meanwhile_is_a_400_not_a_500(admin, provider, fake_relay, monkeypatch):
+    from playground.views.providers import ProviderInput
+
+    # As if another request took the name between the form's check and the save.
+    monkeypatch.setattr(ProviderInput, "clean_name", lambda form: form.cleaned_data["name"])
+    body = {"name": "Fake", "base_url": fake_relay.base_url, "api_key": NEW_KEY}
+    response = send(client_for(admin), "post", "/api/providers/", body)
+    assert response.status_code == 400
+    assert "name" in response.json()["fields"]
+    assert Provider.objects.filter(name="Fake").count() == 1
+    assert not AuditEvent.objects.exists()

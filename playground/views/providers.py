@@ -13,7 +13,7 @@ import math
 import re
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
@@ -196,6 +196,16 @@ def _refusal(form: ProviderInput) -> Invalid:
     return Invalid({name: " ".join(errors) for name, errors in form.errors.items()})
 
 
+def _save(provider: Provider) -> Provider:
+    """Save the provider; a name another request took meanwhile is refused as `name`."""
+    try:
+        with transaction.atomic():
+            provider.save()
+    except IntegrityError:
+        raise Invalid({"name": f"A provider named {provider.name} is already in this workspace."}) from None
+    return provider
+
+
 def _record(action: str, request: HttpRequest, provider: Provider, **details) -> None:
     audit.record(action, request=request, workspace=provider.workspace, target=provider, **details)
 
@@ -217,7 +227,7 @@ def providers(request: HttpRequest) -> JsonResponse:
     with transaction.atomic():
         provider = form.save(commit=False)
         provider.workspace, provider.created_by = workspace, request.user
-        provider.save()
+        _save(provider)
         _record(
             "provider.created",
             request,
@@ -252,7 +262,7 @@ def provider_detail(request: HttpRequest, provider_id: int) -> JsonResponse:
     if not form.is_valid():
         raise _refusal(form)
     with transaction.atomic():
-        provider = form.save()
+        provider = _save(form.save(commit=False))
         changed = [
             name for name in ("name", "base_url", "extra_headers") if before[name] != getattr(provider, name)
         ]
