@@ -328,7 +328,6 @@ def providers_page(request: HttpRequest) -> HttpResponse:
     config = {
         "workspace": workspace.id,
         "manage": manager,
-        "canUse": allows(membership.role, "provider.use"),
         "providers": [provider_json(p, manager) for p in workspace.providers.order_by("-is_demo", "name")],
         "refusal": POLICY["provider.manage"].refusal,
     }
