@@ -193,6 +193,9 @@ class World:
         self.build()
 
     def build(self):
+        if not Provider.objects.filter(id=self.provider.id).exists():  # DELETE took it
+            self.provider.pk = None
+            self.provider.save()
         conversation = Conversation.objects.create(workspace=self.workspace, creator=self.alice, title="Fuzz")
         message = Message.objects.create(conversation=conversation, position=1, role="user", content="hi")
         run = Run.objects.create(

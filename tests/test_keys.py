@@ -76,6 +76,9 @@ async def test_a_canary_key_appears_nowhere(alice, workspace, fake_relay, caplog
         f"/api/conversations/{conversation.id}/",
         f"/api/runs/{answer['run']['id']}/",
         f"/api/providers/{provider.id}/models/",
+        "/providers/",
+        "/api/providers/",
+        f"/api/providers/{provider.id}/",
     ):
         seen.append(await get(cookie, path))
     seen.append(await sync_to_async(everything_stored)())

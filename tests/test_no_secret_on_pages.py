@@ -151,3 +151,30 @@ def test_issue15_1_form_fields_named_after_secrets_are_hidden_with_debug_on(rf, 
     shown = SafeReporterFilter().get_post_parameters(request)
     assert shown["name"] == "Fake"
     assert CANARY_KEY not in repr(dict(shown))
+
+
+@pytest.mark.django_db
+def test_issue17_a_500_while_testing_a_provider_shows_no_key_on_the_debug_page_or_in_the_log(
+    settings, alice, provider, monkeypatch, caplog
+):
+    from playground.views import providers as provider_views
+
+    settings.DEBUG = True
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if not m.endswith("ApiErrorsMiddleware")]
+
+    def list_models_at_fault(base_url, api_key, extra_headers):
+        plain = api_key.reveal()
+        raise RuntimeError(f"the model listing broke ({len(plain)} chars)")
+
+    monkeypatch.setattr(provider_views, "list_models", list_models_at_fault)
+    caplog.set_level(logging.DEBUG)
+    client = Client(raise_request_exception=False, HTTP_ACCEPT="text/html")
+    client.force_login(alice)
+    response = client.post(f"/api/providers/{provider.id}/test/")
+    page = response.content.decode()
+    assert response.status_code == 500
+    assert "list_models_at_fault" in page
+    logged = "\n".join([caplog.text, *(r.getMessage() for r in caplog.records)])
+    for text in (page, logged, json.dumps(dict(response.headers))):
+        assert CANARY_KEY not in text
+        assert CANARY_KEY[3:] not in text
