@@ -223,3 +223,15 @@ def test_concurrent_joins_never_exceed_max_uses(workspace, alice):
     assert Invitation.objects.get().uses == 2
     assert Membership.objects.filter(workspace=workspace, user__in=users).count() == 2
     assert results.count("refused") == 4
+
+
+def test_sign_up_takes_an_optional_email_and_an_email_invite_sets_it(workspace, as_alice):
+    link, _ = create(as_alice, workspace, max_uses=2)
+    password = "Zq8!signup-pass"
+    data = {"username": "eve", "email": "eve@example.com", "password1": password, "password2": password}
+    assert Client().post(path_of(link), data).status_code == 302
+    assert User.objects.get(username="eve").email == "eve@example.com"
+    emailed, _ = create(as_alice, workspace, email="fay@example.com")
+    assert "Email (optional" not in Client().get(path_of(emailed)).content.decode()
+    assert signup(Client(), emailed, username="fay").status_code == 302
+    assert User.objects.get(username="fay").email == "fay@example.com"

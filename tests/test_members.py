@@ -290,3 +290,12 @@ def test_password_reset_by_email(alice):
     assert done.status_code == 302
     alice.refresh_from_db()
     assert alice.check_password("Zq8!new-pass")
+
+
+def test_account_email_is_saved_and_a_bad_one_is_400(alice, as_alice):
+    assert as_alice.post(reverse("account"), {"email": "nope"}).status_code == 400
+    alice.refresh_from_db()
+    assert alice.email == ""
+    assert as_alice.post(reverse("account"), {"email": "alice@example.com"}).status_code == 302
+    alice.refresh_from_db()
+    assert alice.email == "alice@example.com"

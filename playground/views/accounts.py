@@ -3,21 +3,38 @@ reset by email (Django's PasswordResetView family, sent with the EMAIL_* setting
 
 from __future__ import annotations
 
+from django import forms
+from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 
 from playground.access import ACCOUNT, PUBLIC, declare, page
 from playground.models import Membership
 
 
-@page(ACCOUNT)
+class EmailForm(forms.Form):
+    email = forms.EmailField(label="Email", required=False)
+
+
+@page(ACCOUNT, methods=("GET", "POST"))
 def account(request: HttpRequest) -> HttpResponse:
+    """The user's workspaces, their email address (where password resets go) and
+    "Change password"."""
+    form = EmailForm(request.POST or None, initial={"email": request.user.email})
+    if request.method == "POST" and form.is_valid():
+        request.user.email = form.cleaned_data["email"]
+        request.user.save(update_fields=["email"])
+        messages.success(request, "Email saved.")
+        return redirect("account")
     memberships = (
         Membership.objects.filter(user=request.user).select_related("workspace").order_by("workspace__name")
     )
-    return render(request, "playground/account.html", {"memberships": memberships})
+    status = 400 if form.is_bound else 200
+    return render(
+        request, "playground/account.html", {"memberships": memberships, "form": form}, status=status
+    )
 
 
 password_change = page(ACCOUNT, methods=("GET", "POST"))(

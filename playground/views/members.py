@@ -384,7 +384,12 @@ def join(request: HttpRequest, token: str, user) -> Membership | None:
 
 
 class SignUpForm(UserCreationForm):
-    pass
+    """Username, an optional email (for password resets) and the password twice."""
+
+    email = forms.EmailField(label="Email (optional)", required=False)
+
+    class Meta(UserCreationForm.Meta):
+        fields = ("username", "email")
 
 
 @page(PUBLIC, methods=("GET", "POST"))
@@ -412,7 +417,7 @@ def invite(request: HttpRequest, token: str) -> HttpResponse:
                     {"invitation": invitation, "workspace": workspace, "form": form},
                     status=400,
                 )
-            if invitation.email:
+            if invitation.email:  # the link went to that address
                 form.instance.email = invitation.email
         try:
             with transaction.atomic():
