@@ -63,6 +63,8 @@ def test_a_viewer_sees_members_but_no_controls(team):
     assert "Change role" not in html
     assert "Transfer ownership" not in html
     assert "Leave workspace" in html
+    assert "Only owners and admins invite people." in html
+    assert "Only owners and admins manage members." in html
 
 
 def test_members_page_of_another_workspace_is_a_404(team, charlie):
