@@ -85,6 +85,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "playground.views.workspaces.context",
             ],
         },
     },
@@ -210,6 +211,19 @@ LOGIN_FAILURES_PER_USER = envint("PLAYGROUND_LOGIN_FAILURES_PER_USER", 5)
 LOGIN_FAILURES_PER_ADDRESS = envint("PLAYGROUND_LOGIN_FAILURES_PER_ADDRESS", 20)
 LOGIN_LOCKOUT_SECONDS = envint("PLAYGROUND_LOGIN_LOCKOUT_SECONDS", 900)
 LOGIN_REDIRECT_URL = "/"
+
+# Members and accounts: any logged-in user may create a workspace (and owns it) unless this
+# is off; invitations and password resets are emailed with Django's backends (the console
+# backend unless EMAIL_BACKEND names another, e.g. django.core.mail.backends.smtp.EmailBackend).
+PLAYGROUND_ALLOW_NEW_WORKSPACES = envbool("PLAYGROUND_ALLOW_NEW_WORKSPACES", "1")
+EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.getenv("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.getenv("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "0")
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", "0")
+DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "webmaster@localhost")
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 LANGUAGE_CODE = "en-us"

@@ -3,7 +3,19 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from playground import logins
-from playground.views import conversations, demo, history, messages, pages, presets, providers, runs
+from playground.views import (
+    accounts,
+    conversations,
+    demo,
+    history,
+    members,
+    messages,
+    pages,
+    presets,
+    providers,
+    runs,
+    workspaces,
+)
 
 urlpatterns = [
     path("", pages.index, name="index"),
@@ -40,6 +52,28 @@ urlpatterns = [
     path("api/conversations/<id:conversation_id>/export.md", history.export_markdown, name="api-export-md"),
     path("demo/v1/chat/completions", demo.chat_completions, name="demo-chat"),
     path("demo/v1/models", demo.models, name="demo-models"),
+    # Members, invitations, workspaces and accounts (playground.views.members/workspaces/accounts).
+    path("workspace/members/", members.members, name="members"),
+    path("w/<id:workspace_id>/members/", members.members, name="workspace-members"),
+    path("w/<id:workspace_id>/invites/", members.create_invite, name="invite-create"),
+    path("w/<id:workspace_id>/transfer/", members.transfer, name="workspace-transfer"),
+    path("w/<id:workspace_id>/leave/", members.leave, name="workspace-leave"),
+    path("members/<id:membership_id>/role/", members.change_role, name="member-role"),
+    path("members/<id:membership_id>/remove/", members.remove_member, name="member-remove"),
+    path("invites/<id:invitation_id>/revoke/", members.revoke_invite, name="invite-revoke"),
+    path("invite/<str:token>/", members.invite, name="invite"),
+    path("workspaces/new/", workspaces.new_workspace, name="workspace-new"),
+    path("workspace/settings/", workspaces.workspace_settings, name="workspace-settings"),
+    path("w/<id:workspace_id>/settings/", workspaces.workspace_settings, name="workspace-settings-of"),
+    path("w/<id:workspace_id>/rename/", workspaces.rename_workspace, name="workspace-rename"),
+    path("w/<id:workspace_id>/delete/", workspaces.delete_workspace, name="workspace-delete"),
+    path("account/", accounts.account, name="account"),
+    path("accounts/password/change/", accounts.password_change, name="password_change"),
+    path("accounts/password/change/done/", accounts.password_change_done, name="password_change_done"),
+    path("accounts/password/reset/", accounts.password_reset, name="password_reset"),
+    path("accounts/password/reset/done/", accounts.password_reset_done, name="password_reset_done"),
+    path("accounts/reset/<uidb64>/<token>/", accounts.password_reset_confirm, name="password_reset_confirm"),
+    path("accounts/reset/done/", accounts.password_reset_complete, name="password_reset_complete"),
     path("accounts/login/", logins.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/login/", logins.admin_login(admin.site)),
