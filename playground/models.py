@@ -649,6 +649,9 @@ class AppendOnlyQuerySet(models.QuerySet):
     def update(self, **kwargs):
         raise ValueError("Audit events are append-only.")
 
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise ValueError("Audit events are append-only.")
+
     def delete(self):
         raise ValueError("Audit events are append-only.")
 

@@ -1,6 +1,6 @@
 """The audit log's page: who did what, when and from where, for a workspace's owners and
-admins ("audit.read"; site staff see every workspace's events and those of no workspace,
-such as failed logins). Filters (who, what, from, to) live in the URL's query, the table
+admins ("audit.read": its events, and the failed logins and lockouts of its members'
+usernames; site staff see every workspace's events and every failed login). Filters (who, what, from, to) live in the URL's query, the table
 is paginated newest first, and "Export CSV" streams the filtered log row by row (the
 export is itself recorded, "export.downloaded"). Nothing here changes or deletes an event:
 the log is append-only (models.AuditEvent).
@@ -14,16 +14,19 @@ from collections.abc import Iterator
 
 from django import forms
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 
 from playground import audit
 from playground.access import Forbidden, NoWorkspace, allows, current_workspace, membership_for, page
 from playground.models import AuditEvent, Membership, Workspace
 
 PAGE_SIZE = 50
+# Events of no workspace that its owners and admins see for the usernames of its members.
+LOGIN_ACTIONS = ("login.failed", "login.locked_out")
 
 # What each action is, in words (an action not listed shows its dotted name).
 ACTIONS = {
@@ -135,8 +138,14 @@ class Scope:
         membership_for(request.user, self.workspace.id, "audit.read")  # Forbidden: a 403 page
 
     def events(self) -> QuerySet:
+        """The workspace's events, and the failed logins and lockouts (events of no
+        workspace) of usernames that are its members'."""
         events = AuditEvent.objects.order_by("-created_at", "-id")
-        return events if self.everything else events.filter(workspace=self.workspace)
+        if self.everything:
+            return events
+        members = Membership.objects.filter(workspace=self.workspace).values("user__username")
+        logins = Q(workspace=None, action__in=LOGIN_ACTIONS, actor_name__in=members)
+        return events.filter(Q(workspace=self.workspace) | logins)
 
 
 def _int(value) -> int | None:
@@ -160,6 +169,7 @@ def scoped(request: HttpRequest) -> Scope | HttpResponse:
 
 
 @page("audit.read")
+@require_safe
 def audit_log(request: HttpRequest) -> HttpResponse:
     scope = scoped(request)
     if isinstance(scope, HttpResponse):
@@ -231,6 +241,7 @@ def csv_lines(events: QuerySet) -> Iterator[str]:
 
 
 @page("audit.read")
+@require_safe
 def audit_export(request: HttpRequest) -> HttpResponse:
     scope = scoped(request)
     if isinstance(scope, HttpResponse):
@@ -239,8 +250,7 @@ def audit_export(request: HttpRequest) -> HttpResponse:
     if not filters.is_valid():
         errors = "; ".join(f"{name}: {' '.join(e)}" for name, e in filters.errors.items())
         return HttpResponse(f"Bad filter: {errors}", status=400, content_type="text/plain; charset=utf-8")
-    events = filters.apply(scope.events())
-    audit.record(
+    export = audit.record(
         "export.downloaded",
         request=request,
         workspace=scope.workspace,
@@ -248,6 +258,8 @@ def audit_export(request: HttpRequest) -> HttpResponse:
         export="audit log (CSV)",
         **({"filters": filters.described()} if filters.query() else {}),
     )
+    # The log as it stood when the export was asked for (not the export's own line).
+    events = filters.apply(scope.events()).filter(id__lt=export.id)
     response = StreamingHttpResponse(csv_lines(events), content_type="text/csv; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="audit-log-{stamp}.csv"'
