@@ -39,7 +39,9 @@ def rows(html: str) -> int:
 def events(workspace, alice, bob):
     audit.record("member.invited", actor=alice, workspace=workspace, target=bob, role="member")
     audit.record("provider.key_changed", actor=alice, workspace=workspace, target_name="Fake")
-    audit.record("member.role_changed", actor=bob, workspace=workspace, role={"before": "member", "after": "viewer"})
+    audit.record(
+        "member.role_changed", actor=bob, workspace=workspace, role={"before": "member", "after": "viewer"}
+    )
     other = Workspace.objects.create(name="Elsewhere", slug="elsewhere")
     audit.record("provider.deleted", actor=bob, workspace=other, target_name="Hidden provider")
     audit.record("login.failed", username="mallory")
@@ -50,17 +52,22 @@ def test_an_owner_reads_their_workspaces_log_and_nothing_else(as_alice, events):
     page = as_alice.get("/audit/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert 'aria-label="Audit log"' in html and rows(html) == 4
+    assert 'aria-label="Audit log"' in html
+    assert rows(html) == 4
     assert "Login failed" in html  # bob's, a member's username; mallory's is no member's
-    assert "Role changed" in html and "role: member → viewer" in html and "Provider key changed" in html
-    assert "Hidden provider" not in html and "mallory" not in html
-    assert '>Audit log</a>' in html  # the top bar's link
+    assert "Role changed" in html
+    assert "role: member → viewer" in html
+    assert "Provider key changed" in html
+    assert "Hidden provider" not in html
+    assert "mallory" not in html
+    assert ">Audit log</a>" in html  # the top bar's link
 
 
 def test_a_member_gets_a_403_in_words_and_no_link(bob, events):
     client = client_for(bob)
     page = client.get("/audit/")
-    assert page.status_code == 403 and "Only owners and admins read the audit log." in page.content.decode()
+    assert page.status_code == 403
+    assert "Only owners and admins read the audit log." in page.content.decode()
     assert client.get("/audit/export.csv").status_code == 403
     assert ">Audit log</a>" not in client.get("/compare/").content.decode()
     assert not AuditEvent.objects.filter(action="export.downloaded").exists()
@@ -68,13 +75,16 @@ def test_a_member_gets_a_403_in_words_and_no_link(bob, events):
 
 def test_logged_out_is_sent_to_log_in(db):
     answer = Client().get("/audit/")
-    assert answer.status_code == 302 and answer["Location"].startswith("/accounts/login/")
+    assert answer.status_code == 302
+    assert answer["Location"].startswith("/accounts/login/")
 
 
 def test_site_staff_see_every_workspace_and_events_of_none(events):
     staff = User.objects.create_user("root", password="x", is_staff=True)
     html = client_for(staff).get("/audit/").content.decode()
-    assert rows(html) == 6 and "Hidden provider" in html and "mallory" in html
+    assert rows(html) == 6
+    assert "Hidden provider" in html
+    assert "mallory" in html
     only = client_for(staff).get(f"/audit/?workspace={Workspace.objects.get(slug='elsewhere').id}")
     assert rows(only.content.decode()) == 1
 
@@ -94,12 +104,14 @@ def test_filters_who_what_and_when_travel_in_the_url(as_alice, events):
     assert rows(as_alice.get(f"/audit/?to={before}").content.decode()) == 1
     assert rows(as_alice.get(f"/audit/?from={before}").content.decode()) == 4
     html = as_alice.get("/audit/?who=bob&what=member.role_changed").content.decode()
-    assert rows(html) == 1 and "who=bob" in html  # the export link keeps the filters
+    assert rows(html) == 1
+    assert "who=bob" in html
 
 
 def test_a_bad_date_is_a_400_naming_the_field(as_alice, events):
     answer = as_alice.get("/audit/?from=yesterday")
-    assert answer.status_code == 400 and "From:" in answer.content.decode()
+    assert answer.status_code == 400
+    assert "From:" in answer.content.decode()
     assert as_alice.get("/audit/?from=2026-02-02&to=2026-01-01").status_code == 400
     assert as_alice.get("/audit/export.csv?to=nope").status_code == 400
 
@@ -108,26 +120,39 @@ def test_pages_are_newest_first(as_alice, workspace, alice):
     for n in range(55):
         audit.record("limits.changed", actor=alice, workspace=workspace, step=n)
     first = as_alice.get("/audit/").content.decode()
-    assert rows(first) == 50 and "step: 54" in first and "step: 4<" not in first
+    assert rows(first) == 50
+    assert "step: 54" in first
+    assert "step: 4<" not in first
     second = as_alice.get("/audit/?page=2").content.decode()
-    assert rows(second) == 5 and "step: 0<" in second and "Page 2 of 2" in second
+    assert rows(second) == 5
+    assert "step: 0<" in second
+    assert "Page 2 of 2" in second
 
 
 def test_export_streams_a_formula_safe_csv_and_is_recorded(as_alice, alice, workspace, events):
-    audit.record("provider.created", actor=alice, workspace=workspace, target_name="=HYPERLINK(1)", note="@SUM(1)")
+    audit.record(
+        "provider.created", actor=alice, workspace=workspace, target_name="=HYPERLINK(1)", note="@SUM(1)"
+    )
     answer = as_alice.get("/audit/export.csv?who=alice")
-    assert answer.status_code == 200 and answer.streaming
-    assert answer["Content-Type"].startswith("text/csv") and "attachment" in answer["Content-Disposition"]
+    assert answer.status_code == 200
+    assert answer.streaming
+    assert answer["Content-Type"].startswith("text/csv")
+    assert "attachment" in answer["Content-Disposition"]
     table = list(csv.reader(io.StringIO(b"".join(answer.streaming_content).decode())))
     assert table[0][:3] == ["when", "who", "what"]
     body = table[1:]
-    assert {row[1] for row in body} == {"alice"} and len(body) == 3
+    assert {row[1] for row in body} == {"alice"}
+    assert len(body) == 3
     targets = [row[7] for row in body]
-    assert "'=HYPERLINK(1)" in targets and "=HYPERLINK(1)" not in targets
+    assert "'=HYPERLINK(1)" in targets
+    assert "=HYPERLINK(1)" not in targets
     for row in body:
-        assert not row[7].startswith(("=", "+", "-", "@")) and not row[8].startswith(("=", "+", "-", "@"))
+        assert not row[7].startswith(("=", "+", "-", "@"))
+        assert not row[8].startswith(("=", "+", "-", "@"))
     export = AuditEvent.objects.get(action="export.downloaded")
-    assert export.actor == alice and export.workspace == workspace and export.details["filters"] == {"who": "alice"}
+    assert export.actor == alice
+    assert export.workspace == workspace
+    assert export.details["filters"] == {"who": "alice"}
 
 
 def test_csv_cells_are_quoted_only_when_a_spreadsheet_would_run_them():
@@ -154,27 +179,30 @@ def test_login_failures_and_lockouts_are_recorded_without_the_password(db, setti
     assert failed.count() == 2
     assert {(e.actor_name, e.ip, e.workspace_id) for e in failed} == {("alice", "203.0.113.9", None)}
     locked = AuditEvent.objects.get(action="login.locked_out")
-    assert locked.actor_name == "alice" and locked.details["locked"] == "username" and locked.workspace is None
+    assert locked.actor_name == "alice"
+    assert locked.details["locked"] == "username"
+    assert locked.workspace is None
     assert client.post("/accounts/login/", {"username": "alice", "password": "x"}).status_code == 429
     assert AuditEvent.objects.filter(action="login.locked_out").count() == 1  # once per lock
     for event in AuditEvent.objects.all():
-        assert "wrong-guess-123" not in str(event.details) and "password" not in event.details
+        assert "wrong-guess-123" not in str(event.details)
+        assert "password" not in event.details
 
 
 def test_the_log_is_append_only_one_by_one_and_in_bulk(workspace, alice, events):
     event = AuditEvent.objects.first()
     event.action = "nothing.happened"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="append-only"):
         event.save()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="append-only"):
         event.delete()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="append-only"):
         AuditEvent.objects.update(action="nothing.happened")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="append-only"):
         AuditEvent.objects.filter(actor=alice).delete()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="append-only"):
         AuditEvent.objects.all()._raw_delete(AuditEvent.objects.db)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="append-only"):
         AuditEvent.objects.bulk_update([event], ["action"])
     assert AuditEvent.objects.filter(action="nothing.happened").count() == 0
     # What it names can still go: the line keeps its copied names.
@@ -198,7 +226,8 @@ def test_the_admin_shows_the_log_read_only_to_staff(events, alice):
     assert admin.get("/admin/playground/auditevent/").status_code == 200
     assert admin.get("/admin/playground/auditevent/add/").status_code == 403
     change = admin.get(f"/admin/playground/auditevent/{event.id}/change/")
-    assert change.status_code == 200 and 'name="_save"' not in change.content.decode()
+    assert change.status_code == 200
+    assert 'name="_save"' not in change.content.decode()
     post = admin.post(f"/admin/playground/auditevent/{event.id}/change/", {"action": "nothing.happened"})
     assert post.status_code == 403
     assert admin.get(f"/admin/playground/auditevent/{event.id}/delete/").status_code == 403

@@ -37,7 +37,9 @@ def client_for(user) -> Client:
 
 def create(client, conversation, **body):
     return client.post(
-        f"/api/conversations/{conversation.id}/share-links/", json.dumps(body), content_type="application/json"
+        f"/api/conversations/{conversation.id}/share-links/",
+        json.dumps(body),
+        content_type="application/json",
     )
 
 
@@ -65,7 +67,9 @@ def transcript(conversation, provider, alice):
         "model": "demo-model",
     }
     done = Run.objects.create(status=Run.Status.COMPLETED, position=1, **secrets)
-    Message.objects.create(conversation=conversation, position=1, role="assistant", content="It is **4**.", run=done)
+    Message.objects.create(
+        conversation=conversation, position=1, role="assistant", content="It is **4**.", run=done
+    )
     Run.objects.create(status=Run.Status.STREAMING, position=2, **secrets)
     return conversation
 
@@ -89,22 +93,29 @@ def assert_no_secrets(text: str, provider) -> None:
         assert secret not in text, secret
 
 
-def test_the_creator_shares_a_conversation_and_the_link_opens_logged_out(as_alice, alice, transcript, provider):
+def test_the_creator_shares_a_conversation_and_the_link_opens_logged_out(
+    as_alice, alice, transcript, provider
+):
     answer = create(as_alice, transcript, expires_in_days=7)
     assert answer.status_code == 201
     link = answer.json()
     token = token_of(link["url"])
     stored = ShareLink.objects.get(id=link["id"])
-    assert stored.token_hash == token_digest(token) and token not in stored.token_hash
+    assert stored.token_hash == token_digest(token)
+    assert token not in stored.token_hash
     assert stored.expires_at > timezone.now() + datetime.timedelta(days=6)
     event = AuditEvent.objects.get(action="conversation.shared")
-    assert event.actor == alice and event.target_id == str(transcript.id) and token not in json.dumps(event.details)
+    assert event.actor == alice
+    assert event.target_id == str(transcript.id)
+    assert token not in json.dumps(event.details)
 
     public = Client()
     page = public.get(f"/s/{token}/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert "Plans" in html and "What is **2+2**?" in html and "It is **4**." in html
+    assert "Plans" in html
+    assert "What is **2+2**?" in html
+    assert "It is **4**." in html
     assert_no_secrets(html, provider)
     data = public.get(f"/s/{token}/transcript.json").json()
     assert [m["content"] for m in data["messages"]] == ["What is **2+2**?", "It is **4**."]
@@ -117,17 +128,21 @@ def test_links_are_listed_without_their_token_and_revoked_links_say_so(as_alice,
     first = create(as_alice, transcript).json()
     create(as_alice, transcript)
     listed = as_alice.get(f"/api/conversations/{transcript.id}/share-links/").json()["links"]
-    assert len(listed) == 2 and {link["created_by"] for link in listed} == {"alice"}
+    assert len(listed) == 2
+    assert {link["created_by"] for link in listed} == {"alice"}
     assert all("url" not in link and "token" not in link for link in listed)
-    assert listed[1]["expires_at"] is None and listed[1]["active"]
+    assert listed[1]["expires_at"] is None
+    assert listed[1]["active"]
 
     token = token_of(first["url"])
     assert as_alice.delete(f"/api/share-links/{first['id']}/").status_code == 200
     gone = Client().get(f"/s/{token}/")
-    assert gone.status_code == 410 and "revoked" in gone.content.decode()
+    assert gone.status_code == 410
+    assert "revoked" in gone.content.decode()
     assert Client().get(f"/s/{token}/transcript.json").status_code == 410
     event = AuditEvent.objects.get(action="share_link.revoked")
-    assert event.actor == alice and event.details["link"] == first["id"]
+    assert event.actor == alice
+    assert event.details["link"] == first["id"]
     as_alice.delete(f"/api/share-links/{first['id']}/")  # revoking again changes nothing
     assert AuditEvent.objects.filter(action="share_link.revoked").count() == 1
 
@@ -136,18 +151,21 @@ def test_an_expired_link_and_a_trashed_conversations_link_stop_working(as_alice,
     token = token_of(create(as_alice, transcript, expires_in_days=1).json()["url"])
     ShareLink.objects.update(expires_at=timezone.now() - datetime.timedelta(minutes=1))
     expired = Client().get(f"/s/{token}/")
-    assert expired.status_code == 410 and "expired" in expired.content.decode()
+    assert expired.status_code == 410
+    assert "expired" in expired.content.decode()
 
     token = token_of(create(as_alice, transcript).json()["url"])
     assert Client().get(f"/s/{token}/").status_code == 200
     Conversation.objects.filter(id=transcript.id).update(deleted_at=timezone.now())
     trashed = Client().get(f"/s/{token}/")
-    assert trashed.status_code == 410 and "deleted" in trashed.content.decode()
+    assert trashed.status_code == 410
+    assert "deleted" in trashed.content.decode()
 
 
 def test_an_unknown_token_is_a_404_in_words(db):
     answer = Client().get("/s/not-a-real-token/")
-    assert answer.status_code == 404 and "does not exist" in answer.content.decode()
+    assert answer.status_code == 404
+    assert "does not exist" in answer.content.decode()
     assert Client().get("/s/not-a-real-token/transcript.json").status_code == 404
 
 
@@ -158,14 +176,18 @@ def test_members_only_links_send_strangers_to_log_in_and_outsiders_get_a_404(
     transcript.workspace.save()
     token = token_of(create(as_alice, transcript).json()["url"])
     logged_out = Client().get(f"/s/{token}/")
-    assert logged_out.status_code == 302 and logged_out["Location"].startswith("/accounts/login/")
+    assert logged_out.status_code == 302
+    assert logged_out["Location"].startswith("/accounts/login/")
     assert Client().get(f"/s/{token}/transcript.json").status_code == 401
     outsider = client_for(charlie).get(f"/s/{token}/")
-    assert outsider.status_code == 404 and "only for members" in outsider.content.decode()
+    assert outsider.status_code == 404
+    assert "only for members" in outsider.content.decode()
     assert client_for(bob).get(f"/s/{token}/").status_code == 200
 
 
-def test_only_who_may_change_the_conversation_shares_or_revokes_it(as_alice, transcript, bob, charlie, workspace):
+def test_only_who_may_change_the_conversation_shares_or_revokes_it(
+    as_alice, transcript, bob, charlie, workspace
+):
     transcript.visibility = Conversation.Visibility.SHARED
     transcript.save()
     link = create(as_alice, transcript).json()
@@ -184,13 +206,16 @@ def test_only_who_may_change_the_conversation_shares_or_revokes_it(as_alice, tra
 @pytest.mark.parametrize("days", [0, -1, 366, "7", 1.5, True, [1]])
 def test_a_bad_expiry_is_a_400_naming_the_field_and_stores_nothing(as_alice, transcript, days):
     answer = create(as_alice, transcript, expires_in_days=days)
-    assert answer.status_code == 400 and "expires_in_days" in answer.json()["fields"]
-    assert not ShareLink.objects.exists() and not AuditEvent.objects.exists()
+    assert answer.status_code == 400
+    assert "expires_in_days" in answer.json()["fields"]
+    assert not ShareLink.objects.exists()
+    assert not AuditEvent.objects.exists()
 
 
 def test_an_unknown_field_is_a_400(as_alice, transcript):
     answer = create(as_alice, transcript, token="mine")
-    assert answer.status_code == 400 and "token" in answer.json()["fields"]
+    assert answer.status_code == 400
+    assert "token" in answer.json()["fields"]
     assert not ShareLink.objects.exists()
 
 
@@ -202,4 +227,6 @@ def test_the_shared_page_is_read_only(as_alice, transcript):
 
 def test_the_conversation_page_offers_share(as_alice, conversation):
     html = as_alice.get(f"/c/{conversation.id}/").content.decode()
-    assert ">Share</button>" in html and 'id="share-link"' in html and "readonly" in html
+    assert ">Share</button>" in html
+    assert 'id="share-link"' in html
+    assert "readonly" in html

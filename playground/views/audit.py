@@ -1,9 +1,10 @@
 """The audit log's page: who did what, when and from where, for a workspace's owners and
 admins ("audit.read": its events, and the failed logins and lockouts of its members'
-usernames; site staff see every workspace's events and every failed login). Filters (who, what, from, to) live in the URL's query, the table
-is paginated newest first, and "Export CSV" streams the filtered log row by row (the
-export is itself recorded, "export.downloaded"). Nothing here changes or deletes an event:
-the log is append-only (models.AuditEvent).
+usernames; site staff see every workspace's events and every failed login). Filters
+(who, what, from, to) live in the URL's query, the table is paginated newest first, and
+"Export CSV" streams the filtered log row by row (the export is itself recorded,
+"export.downloaded"). Nothing here changes or deletes an event: the log is append-only
+(models.AuditEvent).
 """
 
 from __future__ import annotations
