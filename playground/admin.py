@@ -3,7 +3,16 @@ from django.contrib import admin
 from django.db.models import Count, Sum
 
 from playground.logins import ThrottledAdminAuthenticationForm
-from playground.models import Conversation, Membership, Message, Preset, Provider, Run, Workspace
+from playground.models import (
+    AuditEvent,
+    Conversation,
+    Membership,
+    Message,
+    Preset,
+    Provider,
+    Run,
+    Workspace,
+)
 
 # Failed admin logins count and lock like the site's own (playground/logins.py).
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -177,3 +186,32 @@ class PresetAdmin(admin.ModelAdmin):
     list_display = ("name", "workspace", "owner", "shared", "model", "updated_at")
     list_filter = ("workspace", "shared")
     search_fields = ("name", "model")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit log, for staff, read-only: no add, change or delete, one by one or in bulk."""
+
+    list_display = [
+        "created_at",
+        "actor_name",
+        "action",
+        "workspace_name",
+        "target_type",
+        "target_name",
+        "ip",
+    ]
+    list_filter = ["action", "workspace_name", "created_at"]
+    date_hierarchy = "created_at"
+    search_fields = ["actor_name", "action", "target_name", "workspace_name", "ip"]
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -49,7 +49,14 @@ def refusal(seconds: int) -> str:
 
 @receiver(user_login_failed)
 def count_failure(sender, credentials: dict, request=None, **kwargs) -> None:
+    """Count the failure; the audit log records it ("login.failed": the username tried and
+    the address, never the password) and, when it locks a username or an address,
+    "login.locked_out"."""
+    from playground import audit
+
     window = settings.LOGIN_LOCKOUT_SECONDS
+    username = str(credentials.get("username") or "")[:150]
+    audit.record("login.failed", request=request, actor=None, username=username)
     for key, allowed in subjects(request, credentials.get("username")):
         cache.add(f"login-failures:{key}", 0, timeout=window)
         try:
@@ -58,6 +65,17 @@ def count_failure(sender, credentials: dict, request=None, **kwargs) -> None:
             cache.set(f"login-failures:{key}", failures := 1, timeout=window)
         if failures >= allowed:
             cache.set(f"login-locked:{key}", time.time() + window, timeout=window)
+        if failures == allowed:
+            locked = "username" if key.startswith("user:") else "address"
+            audit.record(
+                "login.locked_out",
+                request=request,
+                actor=None,
+                username=username,
+                locked=locked,
+                failures=failures,
+                seconds=window,
+            )
 
 
 @receiver(user_logged_in)

@@ -647,6 +647,24 @@ class ShareLink(models.Model):
         return f"share link to {self.conversation_id}"
 
 
+class AppendOnlyQuerySet(models.QuerySet):
+    """Refuses the ORM's bulk writes (`update`, `bulk_update`, `delete`) as the model
+    refuses its own: the audit log only grows. (A deleted workspace or user still sets its
+    link to NULL: Django's collector writes that without this queryset.)"""
+
+    def update(self, **kwargs):
+        raise ValueError("Audit events are append-only.")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise ValueError("Audit events are append-only.")
+
+    def delete(self):
+        raise ValueError("Audit events are append-only.")
+
+    def _raw_delete(self, using):
+        raise ValueError("Audit events are append-only.")
+
+
 class AuditEvent(models.Model):
     """One line of the append-only audit log (playground.audit.record writes it): who did
     what, when, from where. Names are copied so the line outlives what it names; saving
@@ -665,6 +683,8 @@ class AuditEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

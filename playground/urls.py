@@ -5,6 +5,7 @@ from django.urls import path
 from playground import logins
 from playground.views import (
     accounts,
+    audit,
     conversations,
     demo,
     history,
@@ -14,6 +15,7 @@ from playground.views import (
     presets,
     providers,
     runs,
+    shares,
     workspaces,
 )
 
@@ -50,6 +52,12 @@ urlpatterns = [
     path("api/conversations/import/", history.import_conversation, name="api-import-conversation"),
     path("api/conversations/<id:conversation_id>/export.json", history.export_json, name="api-export-json"),
     path("api/conversations/<id:conversation_id>/export.md", history.export_markdown, name="api-export-md"),
+    path("api/conversations/<id:conversation_id>/share-links/", shares.share_links, name="api-share-links"),
+    path("api/share-links/<id:share_link_id>/", shares.share_link, name="api-share-link"),
+    path("s/<slug:token>/", shares.shared, name="shared"),
+    path("s/<slug:token>/transcript.json", shares.shared_transcript, name="shared-transcript"),
+    path("audit/", audit.audit_log, name="audit"),
+    path("audit/export.csv", audit.audit_export, name="audit-export"),
     path("demo/v1/chat/completions", demo.chat_completions, name="demo-chat"),
     path("demo/v1/models", demo.models, name="demo-models"),
     # Members, invitations, workspaces and accounts (playground.views.members/workspaces/accounts).

@@ -49,6 +49,8 @@ ROUTES: dict[str, str | None] = {
     "api-import-conversation": None,
     "api-export-json": "conversation_id",
     "api-export-md": "conversation_id",
+    "api-share-links": "conversation_id",
+    "api-share-link": "share_link_id",
 }
 # Reversed in place of the id, then replaced by `{id}`: digits no route's path holds.
 PLACEHOLDER = 918_273_645_546_372_819
