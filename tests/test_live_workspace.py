@@ -6,7 +6,9 @@ processes on PostgreSQL + Redis: a page on one process sees a conversation creat
 a run started and ended through the other, and presence spans both.
 """
 
+import asyncio
 import json
+import re
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -265,3 +267,81 @@ async def test_workspace_sync_lists_running_conversations_visible_to_the_user(al
         "running": sorted([shared.id, private.id]),
     }
     await ws.disconnect()
+
+
+# -- across two Daphne processes on PostgreSQL + Redis
+
+
+@pytest.fixture
+def cluster():
+    from tests.servers import AppServer, app_database
+
+    with (
+        app_database("postgres", redis=True, PLAYGROUND_PRESENCE_SECONDS="0.5") as env,
+        AppServer(env) as first,
+        AppServer(env) as second,
+    ):
+        yield first, second
+
+
+async def real_socket(client, path: str):
+    import websockets
+
+    url = client.url.replace("http://", "ws://") + path
+    return await websockets.connect(
+        url, additional_headers={"Cookie": client.cookie_header, "Origin": client.url}
+    )
+
+
+async def next_of(ws, kind: str, timeout: float = 15, **match) -> dict:
+    """The next event of type `kind` whose fields equal `match`, skipping others."""
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if event["type"] == kind and all(event.get(k) == v for k, v in match.items()):
+            return event
+
+
+@pytest.mark.scaleout
+async def test_across_processes_the_list_and_presence_are_live(cluster):
+    from tests.servers import Client, add_member
+
+    first, second = cluster
+    add_member(first.env, "bob", "bob-password-123")
+    admin_on_second = Client(second.url)
+    bob_on_first = Client(first.url, "bob", "bob-password-123")
+    config = re.search(
+        r'id="playground-config" type="application/json">(.*?)</script>', bob_on_first.get("/").text
+    )
+    workspace = json.loads(config.group(1))["workspace"]
+    page = await real_socket(bob_on_first, f"/ws/workspaces/{workspace}/")
+    assert await next_of(page, "workspace.sync") == {"type": "workspace.sync", "running": []}
+
+    # A conversation created through the second process reaches a page on the first.
+    conv = admin_on_second.new_conversation()
+    event = await next_of(page, "conversation.listed", conversation=conv)
+    assert (event["action"], event["by"]) == ("created", "admin")
+
+    # A run started and ended through the second process: one event each.
+    submitted = admin_on_second.submit(conv, admin_on_second.demo_provider(), "hi", model="demo-echo")
+    assert submitted.status_code == 201
+    started = await next_of(page, "conversation.listed", conversation=conv, action="run.started")
+    assert started["by"] == "admin"
+    await next_of(page, "conversation.listed", conversation=conv, action="run.done")
+    listed = bob_on_first.get("/api/conversations/").json()["conversations"]
+    assert [c["title"] for c in listed if c["id"] == conv] == ["hi"]
+
+    # Presence spans the processes: admin views through the second, bob through the first.
+    path = f"/ws/conversations/{conv}/"
+    admin_view = await real_socket(admin_on_second, path)
+    bob_view = await real_socket(bob_on_first, path)
+    assert (await next_of(bob_view, "presence", viewers=["admin"]))["viewers"] == ["admin"]
+    assert (await next_of(admin_view, "presence", viewers=["bob"]))["viewers"] == ["bob"]
+    await bob_view.close()
+    await next_of(admin_view, "presence", viewers=[])
+
+    # A process killed with a viewer on it leaves no ghost: the viewer expires.
+    bob_view = await real_socket(bob_on_first, path)
+    await next_of(admin_view, "presence", viewers=["bob"])
+    first.kill()
+    await next_of(admin_view, "presence", viewers=[], timeout=10)
+    await admin_view.close()
