@@ -286,7 +286,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         Every viewer beats each PRESENCE_SECONDS; one silent for three beats (its process
         died) is dropped, so no ghost stays."""
         self.viewers: dict[str, tuple[int, str, float]] = {}
-        self.shown_viewers: list[str] | None = None
+        self.shown_viewers: list[str] = []  # the page starts with nobody else: alone, nothing is sent
         self.me = (user.pk, user.get_username())
         await self.channel_layer.group_send(
             self.group, events.presence_here(self.channel_name, *self.me, reply=True)
@@ -353,6 +353,9 @@ class WorkspaceConsumer(AsyncJsonWebsocketConsumer):
     4401 logged out, 4403 no access (also at once when the membership goes), 4409 when the
     role changed."""
 
+    # The policy action a connection takes (checked by tests/test_permissions.py).
+    actions = {"CONNECT": "workspace.read"}
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         workspace_id = self.scope["url_route"]["kwargs"]["workspace_id"]
@@ -399,7 +402,7 @@ class WorkspaceConsumer(AsyncJsonWebsocketConsumer):
         if user is None:
             return None
         try:
-            return access.membership_for(user, self.workspace_id, "workspace.read").role
+            return access.membership_for(user, self.workspace_id, self.actions["CONNECT"]).role
         except (Http404, access.Forbidden):
             return None
 
