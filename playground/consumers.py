@@ -15,16 +15,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db.models import Q
 from django.http import Http404
 
 from playground import access, relay
-from playground.models import Run
+from playground.models import Conversation, Run
 from playground.relay import events
 from playground.signals import user_group
 
@@ -86,6 +88,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(events.sync([run.id for run in runs]))
         for run in runs:
             await self.send_snapshot(run)
+        await self.join_presence(user)
 
     async def dispatch(self, message: dict) -> None:
         # Channels' dispatch first runs aclose_old_connections() through the one shared
@@ -108,6 +111,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if recheck := getattr(self, "recheck", None):
             recheck.cancel()
+        await self.leave_presence()
         if getattr(self, "user_group", None):
             await self.channel_layer.group_discard(self.user_group, self.channel_name)
         if getattr(self, "group", None):
@@ -273,4 +277,167 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_BEHIND)
             return
         self.seqs[run_id] = seq
+        await self.send_json(event)
+
+    # -- presence: who else has the conversation open
+
+    async def join_presence(self, user) -> None:
+        """Announce this viewer to the conversation's group and ask the others to answer.
+        Every viewer beats each PRESENCE_SECONDS; one silent for three beats (its process
+        died) is dropped, so no ghost stays."""
+        self.viewers: dict[str, tuple[int, str, float]] = {}
+        self.shown_viewers: list[str] = []  # the page starts with nobody else: alone, nothing is sent
+        self.me = (user.pk, user.get_username())
+        await self.channel_layer.group_send(
+            self.group, events.presence_here(self.channel_name, *self.me, reply=True)
+        )
+        self.presence_beat = asyncio.ensure_future(self.beat_presence(settings.PRESENCE_SECONDS))
+
+    async def leave_presence(self) -> None:
+        if beat := getattr(self, "presence_beat", None):
+            beat.cancel()
+            try:
+                await self.channel_layer.group_send(self.group, events.presence_left(self.channel_name))
+            except Exception as exc:  # the socket is going anyway; the others' expiry is the backstop
+                log.warning("could not announce leaving conversation %s: %s", self.conversation_id, exc)
+
+    async def beat_presence(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            beat = events.presence_here(self.channel_name, *self.me)
+            await self.channel_layer.group_send(self.group, beat)
+            async with self.dispatch_lock:
+                await self.show_presence()
+
+    async def presence_here(self, event: dict) -> None:
+        self.viewers[event["channel"]] = (
+            event["user"],
+            event["name"],
+            time.monotonic() + 3 * settings.PRESENCE_SECONDS,
+        )
+        if event.get("reply") and event["channel"] != self.channel_name:
+            answer = events.presence_here(self.channel_name, *self.me)
+            await self.channel_layer.send(event["channel"], answer)
+        await self.show_presence()
+
+    async def presence_left(self, event: dict) -> None:
+        if self.viewers.pop(event["channel"], None) is not None:
+            await self.show_presence()
+
+    async def show_presence(self) -> None:
+        """Send the browser the other users viewing, when that list changed."""
+        now = time.monotonic()
+        self.viewers = {c: v for c, v in self.viewers.items() if v[2] > now}
+        names = sorted({name for user_id, name, _ in self.viewers.values() if user_id != self.me[0]})
+        if names != self.shown_viewers:
+            self.shown_viewers = names
+            await self.send_json(events.presence(names))
+
+
+def visible_running(user_id: int, workspace_id: int, manager: bool) -> list[int]:
+    """The conversations of the workspace, visible to the user, with a run in progress."""
+    found = Run.objects.filter(
+        status__in=Run.ACTIVE, conversation__workspace_id=workspace_id, conversation__deleted_at__isnull=True
+    )
+    if not manager:
+        found = found.filter(
+            Q(conversation__visibility=Conversation.Visibility.SHARED) | Q(conversation__creator_id=user_id)
+        )
+    return sorted(set(found.values_list("conversation_id", flat=True)))
+
+
+class WorkspaceConsumer(AsyncJsonWebsocketConsumer):
+    """The workspace channel: `conversation.listed` events for the conversation list of an
+    open page (playground.relay.events). A private conversation's events reach only those
+    who may see it (its creator, owners and admins). Closes as ConversationConsumer does:
+    4401 logged out, 4403 no access (also at once when the membership goes), 4409 when the
+    role changed."""
+
+    # The policy action a connection takes (checked by tests/test_permissions.py).
+    actions = {"CONNECT": "workspace.read"}
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        workspace_id = self.scope["url_route"]["kwargs"]["workspace_id"]
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user_id, self.workspace_id = user.pk, workspace_id
+        self.role = await self.current_role()
+        if self.role is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.user_group = user_group(user.pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        self.group = events.workspace_group(workspace_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.recheck = asyncio.ensure_future(self.recheck_every(settings.WS_RECHECK_SECONDS))
+        await self.send_json(events.workspace_sync(await self.running()))
+
+    async def disconnect(self, code: int) -> None:
+        if recheck := getattr(self, "recheck", None):
+            recheck.cancel()
+        if getattr(self, "user_group", None):
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        """The browser sends only `{"type": "ping"}`: anything else closes with 4400."""
+        if not isinstance(content, dict) or content.get("type") != "ping":
+            await self.close(code=CLOSE_BAD_FRAME)
+            return
+        await self.send_json({"type": "pong"})
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        try:
+            await super().receive(text_data, bytes_data, **kwargs)
+        except ValueError:  # not JSON
+            await self.close(code=CLOSE_BAD_FRAME)
+
+    @database_sync_to_async
+    def current_role(self) -> str | None:
+        user = get_user_model().objects.filter(id=self.user_id, is_active=True).first()
+        if user is None:
+            return None
+        try:
+            return access.membership_for(user, self.workspace_id, self.actions["CONNECT"]).role
+        except (Http404, access.Forbidden):
+            return None
+
+    @database_sync_to_async
+    def running(self) -> list[int]:
+        return visible_running(self.user_id, self.workspace_id, access.is_manager(self.role))
+
+    async def check_access(self) -> bool:
+        """Close with 4403 once the user is no longer a member; 4409 when the role changed."""
+        role = await self.current_role()
+        if role is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return False
+        if role != self.role:
+            await self.close(code=CLOSE_ROLE_CHANGED)
+            return False
+        return True
+
+    async def recheck_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            if not await self.check_access():
+                return
+
+    async def access_changed(self, event: dict) -> None:
+        await self.check_access()
+
+    async def user_logged_out(self, event: dict) -> None:
+        if event.get("session") in (None, self.scope.get("session") and self.scope["session"].session_key):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def conversation_listed(self, event: dict) -> None:
+        private = event["visibility"] == Conversation.Visibility.PRIVATE
+        hidden = private and event["creator"] != self.user_id and not access.is_manager(self.role)
+        # A conversation turned private still reaches everyone: their lists must drop it.
+        if hidden and event["action"] != "visibility":
+            return
         await self.send_json(event)

@@ -70,6 +70,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "playground.signals.ActorMiddleware",  # names who changed a conversation (the live list)
 ]
 
 ROOT_URLCONF = "playground.urls"
@@ -163,6 +164,8 @@ WS_BACKLOG_SECONDS = envfloat("PLAYGROUND_WS_BACKLOG_SECONDS", 15)
 # How often an open conversation socket checks again that its user may still see the
 # conversation (also when a run starts in it, and at once on a membership change).
 WS_RECHECK_SECONDS = envfloat("PLAYGROUND_WS_RECHECK_SECONDS", 30)
+# A conversation's viewers announce themselves this often; one silent for three periods is gone.
+PRESENCE_SECONDS = envfloat("PLAYGROUND_PRESENCE_SECONDS", 10)
 # Every request reads its session: from the cache, written through to the database.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 # With REDIS_URL, Redis carries the channel layer and the cache, shared by every process

@@ -121,3 +121,69 @@ def run_id_of(event: dict) -> int:
     """The run an event is about (`run` is the run's dict in run.started and run.done)."""
     run = event["run"]
     return run["id"] if isinstance(run, dict) else run
+
+
+# -- the workspace channel (playground.consumers.WorkspaceConsumer)
+#
+# - `workspace.sync`: sent once on connect, the ids of the conversations (that the user
+#   may see) with a run in progress.
+# - `conversation.listed`: something the conversation list shows changed: `action` is
+#   "created", "renamed", "visibility", "changed", "deleted", "restored", "run.started"
+#   or "run.done", `by` the username who did it (None when unknown). It carries no title:
+#   the page reads the list again (GET /api/conversations/, which applies visibility).
+#   `visibility` and `creator` (a user id) let the consumer hold back an event of a
+#   private conversation from those who may not see it.
+# - `presence` (on the conversation socket): `viewers`, the usernames of the others
+#   who have the conversation open. Between consumers of a conversation's group,
+#   `presence.here` (a viewer's heartbeat; `reply` asks the others to answer it on its
+#   channel) and `presence.left`.
+
+WORKSPACE_SYNC = "workspace.sync"
+CONVERSATION_LISTED = "conversation.listed"
+LISTED_ACTIONS = (
+    "created",
+    "renamed",
+    "visibility",
+    "changed",
+    "deleted",
+    "restored",
+    "run.started",
+    "run.done",
+)
+PRESENCE = "presence"
+PRESENCE_HERE = "presence.here"
+PRESENCE_LEFT = "presence.left"
+
+
+def workspace_group(workspace_id: int) -> str:
+    """The channel-layer group of a workspace's open pages."""
+    return f"workspace-{workspace_id}"
+
+
+def workspace_sync(running: list[int]) -> dict:
+    return {"type": WORKSPACE_SYNC, "running": running}
+
+
+def conversation_listed(conversation: Any, action: str, by: str | None) -> dict:
+    """`conversation`: a Conversation (its id, visibility and creator are read)."""
+    assert action in LISTED_ACTIONS, action
+    return {
+        "type": CONVERSATION_LISTED,
+        "conversation": conversation.id,
+        "action": action,
+        "by": by,
+        "visibility": conversation.visibility,
+        "creator": conversation.creator_id,
+    }
+
+
+def presence(viewers: list[str]) -> dict:
+    return {"type": PRESENCE, "viewers": viewers}
+
+
+def presence_here(channel: str, user_id: int, username: str, reply: bool = False) -> dict:
+    return {"type": PRESENCE_HERE, "channel": channel, "user": user_id, "name": username, "reply": reply}
+
+
+def presence_left(channel: str) -> dict:
+    return {"type": PRESENCE_LEFT, "channel": channel}

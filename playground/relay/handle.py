@@ -49,6 +49,9 @@ class Target:
     is_demo: bool = False
 
 
+_telling: set[asyncio.Task] = set()
+
+
 class RunHandle:
     def __init__(self, run: Run, target: Target, slot, owner: Process) -> None:
         self.run = run  # with its conversation, user and provider, as the submission loaded them
@@ -89,6 +92,18 @@ class RunHandle:
         self._publish(events.run_started(run_dict, messages))
         self.begun = True
         self._flush()  # what was sealed before: after run.started, numbered from 1
+        self._tell_workspace("run.started")
+
+    def _tell_workspace(self, action: str) -> None:
+        """One `conversation.listed` to the workspace's group (at the run's start and end)."""
+        run = self.run
+        group = events.workspace_group(run.conversation.workspace_id)
+        event = events.conversation_listed(
+            run.conversation, action, run.user.get_username() if run.user else None
+        )
+        task = self.loop.create_task(get_channel_layer().group_send(group, event))
+        _telling.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_telling.discard)
 
     def start_sender(self) -> None:
         self.outbox: asyncio.Queue = asyncio.Queue()
@@ -136,6 +151,7 @@ class RunHandle:
         self._flush()
         self._publish(event)
         self.outbox.put_nowait(None)
+        self._tell_workspace("run.done")
         await self.sender
 
     def snapshot(self) -> dict:

@@ -158,6 +158,11 @@ def interrupt_stale_runs(running_here: Collection[int], publish: Callable[[str, 
         record_usage(run, Accumulator())
         messages = save_answer(run)
         publish(events.group_of(run.conversation_id), events.run_done(run, messages))
+        by = run.user.get_username() if run.user else None
+        publish(
+            events.workspace_group(run.conversation.workspace_id),
+            events.conversation_listed(run.conversation, "run.done", by),
+        )
         log.info("run %s was left streaming by a stopped process; marked interrupted", run.id)
         done.append(run)
     return done

@@ -2,6 +2,7 @@
 // Model output is untrusted: it is rendered only through common.js's renderMarkdown.
 import { MarkdownView, api, assembleToolCalls, renderMarkdown, scheduleRender } from "./common.js";
 import { ACTIVE, ConversationSocket, RunLedger } from "./lib/conversation-socket.js";
+import { WorkspaceSocket } from "./lib/live-socket.js";
 import { fillParams, readParams as readParamFields, showFieldErrors as showParamErrors } from "./lib/params.js";
 import { idIn, url } from "./lib/urls.js";
 
@@ -556,6 +557,10 @@ function handleEvent(event) {
       upsertRun(event.run);
       renderTranscript();
       scrollToEnd();
+      break;
+    }
+    case "presence": {
+      showPresence(event.viewers);
       break;
     }
     case "conversation.changed": {
@@ -1285,6 +1290,57 @@ function init() {
   refreshConversationList();
   loadConversation(state.conversation);
   updateButtons();
+  startLiveWorkspace();
+}
+
+// ------------------------------------------------------------------ the live workspace
+
+// The workspace's socket (lib/live-socket.js) says what teammates change; the list is read
+// again (the server decides what this user may see), runs in progress are marked, and
+// "who did what" is said in the activity line. The open conversation's socket says who
+// else has it open ("Also here").
+const LISTED_TEXT = {
+  created: "created a conversation", renamed: "renamed a conversation", deleted: "deleted a conversation",
+  restored: "restored a conversation", visibility: "changed who sees a conversation",
+  "run.started": "started a run", "run.done": "finished a run",
+};
+
+function startLiveWorkspace() {
+  const activity = $("workspace-activity");
+  let running = new Set();
+  let refreshTimer = null;
+  const markRunning = () => {
+    for (const a of els.list.querySelectorAll("a[data-id]")) {
+      const li = a.closest("li");
+      const on = running.has(Number(a.dataset.id));
+      let badge = li.querySelector(":scope > .running-badge");
+      if (on && !badge) {
+        badge = document.createElement("span");
+        badge.className = "running-badge";
+        badge.textContent = "running…";
+        li.append(badge);
+      } else if (!on && badge) badge.remove();
+    }
+  };
+  // The list is rendered elsewhere: mark it again whenever it is.
+  new MutationObserver(markRunning).observe(els.list, { childList: true });
+  state.workspaceSocket = new WorkspaceSocket(config.workspace, {
+    onRunning: (ids) => { running = new Set(ids); markRunning(); },
+    onListed: (event) => {
+      clearTimeout(refreshTimer);
+      refreshTimer = setTimeout(refreshConversationList, 150);
+      if (event.by && event.by !== config.user && LISTED_TEXT[event.action]) {
+        activity.textContent = `${event.by} ${LISTED_TEXT[event.action]}`;
+      }
+    },
+  });
+  document.addEventListener("playground:conversation", () => showPresence([]));
+}
+
+function showPresence(viewers) {
+  const el = $("presence");
+  el.textContent = viewers.length ? `Also here: ${viewers.join(", ")}` : "";
+  el.hidden = !viewers.length;
 }
 
 init();

@@ -14,12 +14,13 @@
 //   changed (reconnect, and the page asks for a reload), 4008 too far behind and 4400 a
 //   refused frame (reconnect, resync from the snapshot);
 // - an active run with no event for QUIET_MS: the page is asked to read its stored state.
+// The connection itself (reconnecting, close codes) is lib/live-socket.js's.
+import { CLOSE, LiveSocket } from "./live-socket.js";
+
+export { CLOSE };
 export const ACTIVE = new Set(["queued", "streaming"]);
-export const CLOSE = { LOGGED_OUT: 4401, FORBIDDEN: 4403, BAD_FRAME: 4400, ROLE_CHANGED: 4409, BEHIND: 4008 };
 const QUIET_MS = 10000;
 const QUIET_CHECK_MS = 2500;
-const BACKOFF_MS = 250;
-const BACKOFF_MAX_MS = 10000;
 
 /** What a page shows of each run of one conversation: its seq, and whether it is final. */
 export class RunLedger {
@@ -104,11 +105,6 @@ export function answerMessages(event) {
   });
 }
 
-function socketUrl(conversationId) {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${location.host}/ws/conversations/${encodeURIComponent(conversationId)}/`;
-}
-
 /**
  * One conversation's websocket, reconnecting until closed.
  *
@@ -126,45 +122,28 @@ export class ConversationSocket {
     this.onEvent = onEvent;
     this.onState = onState;
     this.onQuiet = onQuiet;
-    this.shouldReconnect = shouldReconnect;
-    this.roleChanged = false;
-    this.retry = 0;
-    this.closed = false;
-    this.socket = null;
-    this.timer = null;
     this.touch();
     this.quietTimer = setInterval(() => this.checkQuiet(), QUIET_CHECK_MS);
-    this.open();
+    this.live = new LiveSocket(`/ws/conversations/${encodeURIComponent(conversationId)}/`, {
+      onMessage: (event) => this.dispatch(event),
+      onState: (status) => {
+        if (this.live?.closed) clearInterval(this.quietTimer); // stopped for good
+        this.onState(status, this);
+      },
+      shouldReconnect,
+    });
   }
+
+  /** Set once a 4409 came: the user's role changed. */
+  get roleChanged() { return Boolean(this.live?.roleChanged); }
 
   /** Counts as an event for the quiet check (a page that just submitted expects events from now). */
   touch() { this.lastEventAt = Date.now(); }
 
-  open() {
-    this.timer = null;
-    if (this.closed) return;
-    const socket = new WebSocket(socketUrl(this.conversationId));
-    this.socket = socket;
-    this.onState("connecting", this);
-    socket.onopen = () => {
-      this.retry = 0;
-      this.onState("live", this);
-    };
-    socket.onmessage = (e) => this.dispatch(JSON.parse(e.data));
-    socket.onclose = (e) => { if (this.socket === socket) this.closedBy(e.code); };
-  }
-
   /** Stop for good: no reconnect, no more events. */
   close() {
-    this.closed = true;
     clearInterval(this.quietTimer);
-    clearTimeout(this.timer);
-    if (this.socket) {
-      this.socket.onclose = null;
-      this.socket.onmessage = null;
-      this.socket.close();
-      this.socket = null;
-    }
+    this.live.close();
   }
 
   dispatch(event) {
@@ -176,30 +155,6 @@ export class ConversationSocket {
     if (event.type === "run.done") event.messages = answerMessages(event);
     if (!this.ledger.accepts(event)) return;
     if (this.onEvent(event) !== false) this.ledger.record(event);
-  }
-
-  closedBy(code) {
-    this.socket = null;
-    if (code === CLOSE.LOGGED_OUT || code === CLOSE.FORBIDDEN) {
-      this.close();
-      this.onState(code === CLOSE.LOGGED_OUT ? "logged-out" : "forbidden", this);
-      return;
-    }
-    if (code === CLOSE.ROLE_CHANGED) this.roleChanged = true;
-    if (code === CLOSE.BAD_FRAME) console.warn("The server refused a websocket frame (4400); reconnecting.");
-    if (!this.shouldReconnect()) {
-      this.close();
-      this.onState("stopped", this);
-      return;
-    }
-    this.onState("reconnecting", this);
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MS * 2 ** this.retry++);
-    this.timer = setTimeout(() => {
-      if (this.closed) return;
-      if (this.shouldReconnect()) { this.open(); return; }
-      this.close();
-      this.onState("stopped", this);
-    }, delay);
   }
 
   checkQuiet() {
