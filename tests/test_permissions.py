@@ -22,6 +22,7 @@ naming the builder to add.
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 import types
@@ -58,6 +59,8 @@ ROLES = [str(role) for role in access.ROLES]
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # Kwargs that are a secret link's token, not an object: their pages are PUBLIC.
 TOKEN_KWARGS = ("token",)
+# Kwargs naming a conversation or something in one: a private conversation hides them.
+CONVERSATION_KWARGS = {"conversation_id", "message_id", "run_id", "share_link_id"}
 
 
 # ---------------------------------------------------------------------------
@@ -341,23 +344,40 @@ def expected(route: Route, method: str, role: str | None, where: str) -> str:
     objects = [k for k in route.kwargs if k not in TOKEN_KWARGS]
     if objects and where == "other":
         return 404
+    if where == "private" and not access.is_manager(role):
+        return 404  # a teammate's private conversation: only its creator, owners and admins see it
     if not access.allows(role, action):
         return 403
-    if objects and where == "teammate" and not others_allowed(action, method, role):
+    if where in ("teammate", "private") and not others_allowed(action, method, role):
         return 403
     return "allowed"
 
 
+def places(route: Route) -> tuple[str, ...]:
+    """Whose object each case acts on: a teammate's (shared), a teammate's private
+    conversation, the actor's own, another workspace's; "own" for a route with none."""
+    objects = [k for k in route.kwargs if k not in TOKEN_KWARGS]
+    if not objects:
+        return ("own",)
+    found = ["teammate"]
+    if set(objects) & CONVERSATION_KWARGS:
+        found.append("private")
+    # The actor's own membership, or workspace, is not theirs as a conversation is.
+    if not set(objects) & {"membership_id", "workspace_id"}:
+        found.append("mine")
+    return (*found, "other")
+
+
 def cases():
     for route in ROUTES:
-        objects = any(k not in TOKEN_KWARGS for k in route.kwargs)
-        places = ("teammate", "mine", "other") if objects else ("own",)
         for method in route.actions:
             for role in ROLES:
-                for where in places:
-                    label = {"teammate": "own-workspace", "mine": "own-workspace-mine"}.get(
-                        where, f"{where}-workspace"
-                    )
+                for where in places(route):
+                    label = {
+                        "teammate": "own-workspace",
+                        "mine": "own-workspace-mine",
+                        "private": "own-workspace-private",
+                    }.get(where, f"{where}-workspace")
                     yield pytest.param(route, method, role, where, id=f"{route.name} {method} {role} {label}")
             yield pytest.param(route, method, None, "own", id=f"{route.name} {method} logged-out")
 
@@ -393,11 +413,14 @@ def test_route_answers_as_the_policy_says(db, route, method, role, where):
     world = make_world(role)
     workspace, creator = {
         "teammate": (world.own, world.author),
+        "private": (world.own, world.author),
         "own": (world.own, world.author),
         "mine": (world.own, world.actor),
         "other": (world.other, world.stranger),
     }[where]
     url = reverse(route.name, kwargs=url_kwargs(route, workspace, creator))
+    if where == "private":
+        Conversation.objects.filter(creator=world.author).update(visibility=Conversation.Visibility.PRIVATE)
     client = Client()
     if role is not None:
         client.force_login(world.actor)
@@ -435,6 +458,9 @@ def test_the_expectations_follow_the_policy():
     assert expected(route, "POST", "admin", "teammate") == "allowed"
     assert expected(route, "POST", "owner", "other") == 404
     assert expected(route, "POST", None, "own") == "login"
+    assert expected(route, "POST", "member", "private") == 404
+    assert expected(route, "POST", "admin", "private") == "allowed"
+    assert places(route) == ("teammate", "private", "mine", "other")
 
 
 # ---------------------------------------------------------------------------
@@ -463,8 +489,9 @@ def test_every_websocket_route_declares_its_policy():
 
 def ws_cases():
     for pattern, consumer, kwargs in WS_ROUTES:
+        private = ("private",) if set(kwargs) & CONVERSATION_KWARGS else ()
         for role in ROLES:
-            for where in ("own", "other"):
+            for where in ("own", *private, "other"):
                 yield pytest.param(
                     pattern, consumer, kwargs, role, where, id=f"ws {pattern} {role} {where}-workspace"
                 )
@@ -485,12 +512,14 @@ async def test_websocket_route_connects_as_the_policy_says(pattern, consumer, kw
 
     def prepare():
         world = make_world(role)
-        workspace, creator = (world.own, world.author) if where == "own" else (world.other, world.stranger)
+        workspace, creator = (world.other, world.stranger) if where == "other" else (world.own, world.author)
         route = Route(pattern, pattern, consumer, kwargs)
         values = url_kwargs(route, workspace, creator)
-        path = "/" + pattern
-        for name, value in values.items():
-            path = path.replace(f"<int:{name}>", str(value)).replace(f"<id:{name}>", str(value))
+        if where == "private":
+            Conversation.objects.filter(creator=world.author).update(
+                visibility=Conversation.Visibility.PRIVATE
+            )
+        path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), pattern)
         cookie = session_cookie(world.actor) if role is not None else "csrftoken=x"
         return path, cookie
 
@@ -499,7 +528,9 @@ async def test_websocket_route_connects_as_the_policy_says(pattern, consumer, kw
     connected, _ = await ws.connect(timeout=5)
     if role is None:
         want = 4401
-    elif where == "other" or not access.allows(role, action):
+    elif where == "other" or (where == "private" and not access.is_manager(role)):
+        want = 4403  # as a 404: not theirs to see
+    elif not access.allows(role, action):
         want = 4403
     else:
         want = None
