@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_http_methods
 
 from playground.models import Conversation, Membership, Run, Workspace
 
@@ -229,11 +230,12 @@ def declare(view: Callable, actions: dict[str, str]) -> Callable:
 
 
 def page(action: str, methods: tuple[str, ...] = ("GET",)) -> Callable:
-    """A page (HTML) view: login required (unless `action` is PUBLIC) and its action
-    declared for `methods`. The view checks the action against the workspace it shows."""
+    """A page (HTML) view: login required (unless `action` is PUBLIC), another method
+    than `methods` a 405, and its action declared for `methods`. The view checks the
+    action against the workspace it shows."""
 
     def decorate(view: Callable) -> Callable:
-        wrapped = view if action == PUBLIC else login_required(view)
+        wrapped = require_http_methods(list(methods))(view if action == PUBLIC else login_required(view))
         return declare(wrapped, dict.fromkeys(methods, action))
 
     return decorate

@@ -57,6 +57,10 @@ def find_run(run_id: int) -> Run | None:
 
 
 class ConversationConsumer(AsyncJsonWebsocketConsumer):
+    # The policy action a connection takes (access.declare's contract, checked by
+    # tests/test_permissions.py): `may_watch`.
+    actions = {"CONNECT": "conversation.read"}
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # One message handled at a time, and the access recheck between them.

@@ -96,7 +96,8 @@ def test_viewers_see_compare_but_cannot_run(bob, workspace):
     response = client.get("/compare/")
     assert response.status_code == 200
     assert page_config(response)["canRun"] is False
-    assert "Viewers can look but not run comparisons." in response.content.decode()
+    # The policy's reason (access.POLICY), beside the disabled Compare button.
+    assert "Viewers can read and fork conversations but not start or run them." in response.content.decode()
 
 
 def test_issue15_3_a_user_in_no_workspace_sees_a_page_that_says_so(workspace):

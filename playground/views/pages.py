@@ -10,7 +10,15 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from playground.access import NoWorkspace, allows, conversation_for, current_workspace, membership_for, page
+from playground.access import (
+    POLICY,
+    NoWorkspace,
+    allows,
+    conversation_for,
+    current_workspace,
+    membership_for,
+    page,
+)
 from playground.models import Workspace
 from playground.validation import PARAMETERS
 
@@ -21,6 +29,12 @@ COLUMN_PARAMETERS = [("temperature", "0.1"), ("top_p", "0.05"), ("max_tokens", "
 
 def no_workspace(request: HttpRequest) -> HttpResponse:
     return render(request, "playground/no_workspace.html")
+
+
+def refusals(role: str) -> dict[str, str]:
+    """The policy's reason for each action `role` may not take: the page disables those
+    controls and shows the reason beside them."""
+    return {name: a.refusal for name, a in POLICY.items() if a.refusal and not allows(role, name)}
 
 
 def enabled_providers(workspace: Workspace) -> list[dict]:
@@ -45,6 +59,7 @@ def index(request: HttpRequest, conversation_id: int | None = None) -> HttpRespo
         "user": request.user.get_username(),
         "canRun": allows(membership.role, "conversation.create"),
         "canAdmin": allows(membership.role, "provider.manage"),
+        "refusals": refusals(membership.role),
         "providers": enabled_providers(workspace),
         "parameters": PARAMETERS,
     }
@@ -63,10 +78,12 @@ def compare(request: HttpRequest) -> HttpResponse:
         workspace = current_workspace(request)
     except NoWorkspace:
         return no_workspace(request)
+    role = membership_for(request.user, workspace.id).role
     config = {
         "workspace": workspace.id,
         "user": request.user.get_username(),
-        "canRun": allows(membership_for(request.user, workspace.id).role, "conversation.create"),
+        "canRun": allows(role, "conversation.create"),
+        "refusals": refusals(role),
         "providers": enabled_providers(workspace),
         "parameters": PARAMETERS,
         "maxColumns": MAX_COLUMNS,
@@ -80,6 +97,7 @@ def compare(request: HttpRequest) -> HttpResponse:
             "workspace": workspace,
             "workspaces": workspaces,
             "columns": range(1, MAX_COLUMNS + 1),
+            "run_refusal": config["refusals"].get("conversation.create", ""),
             "parameters": [
                 {"name": name, "step": step, "kind": PARAMETERS[name]["kind"]}
                 for name, step in COLUMN_PARAMETERS

@@ -17,7 +17,86 @@ const els = {
 };
 const state = {
   conversation: config.conversation, messages: new Map(), runs: new Map(), socket: null, ledger: new RunLedger(),
+  creator: null, // the open conversation's creator (username): who may change it
 };
+
+// ------------------------------------------------------------------ what the role may do
+
+// The policy's reason for each action this role may not take (access.POLICY, from the
+// page's config); the controls it refuses are disabled with that reason beside them.
+const refusals = config.refusals || {};
+
+/** Why this user may not send in, or change, the open conversation ("" when they may):
+ * a new one needs conversation.create; someone else's needs conversation.write_any. */
+function writeRefusal() {
+  if (!state.conversation) return refusals["conversation.create"] || "";
+  if (refusals["conversation.write"]) return refusals["conversation.write"];
+  if (state.creator !== config.user) return refusals["conversation.write_any"] || "";
+  return "";
+}
+
+const mayWrite = () => !writeRefusal();
+
+/** Show `reason` in the note `noteId` (hidden when empty). */
+function showReason(noteId, reason) {
+  const note = $(noteId);
+  note.textContent = reason;
+  note.hidden = !reason;
+}
+
+/** Disable `control` for `reason` (its accessible description is the visible note `noteId`). */
+function refuse(control, reason, noteId) {
+  if (!control) return;
+  const ids = new Set((control.getAttribute("aria-describedby") || "").split(" ").filter(Boolean));
+  if (reason) {
+    control.disabled = true;
+    control.title = reason;
+    ids.add(noteId);
+    control.setAttribute("aria-describedby", [...ids].join(" "));
+  } else if (control.title && Object.values(refusals).includes(control.title)) {
+    control.removeAttribute("title");
+  }
+}
+
+/** Disable what the role may not do, with the reason, and offer Fork when they may not write. */
+function applyPermissions() {
+  const createRefusal = refusals["conversation.create"] || "";
+  showReason("create-reason", createRefusal);
+  for (const control of [els.newConversation, $("import-open")]) {
+    control.disabled = Boolean(createRefusal);
+    refuse(control, createRefusal, "create-reason");
+  }
+  refuse($("import-conversation"), createRefusal, "create-reason"); // history.js enables it
+  const writing = writeRefusal();
+  showReason("write-reason", writing);
+  $("add-turn-open").disabled = Boolean(writing);
+  refuse($("add-turn-open"), writing, "write-reason");
+  refuse(els.send, writing, "write-reason");
+  els.deleteConversation.disabled = !state.conversation || Boolean(writing);
+  els.title.disabled = !state.conversation || Boolean(writing);
+  if (state.conversation) {
+    refuse(els.deleteConversation, writing, "write-reason");
+    refuse(els.title, writing, "write-reason");
+  }
+  $("fork-conversation").hidden = !(state.conversation && writing && lastMessage());
+  const probing = refusals["provider.use"] || "";
+  showReason("probe-reason", probing);
+  $("probe-open").disabled = Boolean(probing);
+  refuse($("probe-open"), probing, "probe-reason");
+}
+
+/** The last turn of the open conversation's history: a whole-conversation Fork forks from it. */
+function lastMessage() {
+  const kept = [...state.messages.values()].filter((m) => m.in_history);
+  return kept.sort((a, b) => a.position - b.position || a.id - b.id).at(-1) || null;
+}
+
+/** A disabled write control of the transcript (Edit, Delete, Regenerate…), with the reason. */
+function writeButton(label, onClick, name) {
+  const button = actionButton(label, onClick, name);
+  refuse(button, writeRefusal(), "write-reason");
+  return button;
+}
 
 // ------------------------------------------------------------------ transcript
 
@@ -84,7 +163,7 @@ function renderMessage(message) {
     body.append(calls);
   }
   el.append(who, body);
-  if (config.canRun) el.append(messageActions(message, el, body));
+  el.append(messageActions(message, el, body));
   if (state.editing?.id === message.id) editMessage(message, el, body);
   return el;
 }
@@ -94,11 +173,11 @@ function messageActions(message, el, body) {
   bar.className = "actions";
   const n = `${message.role} turn ${message.position}`;
   bar.append(
-    actionButton("Edit", () => editMessage(message, el, body), `Edit ${n}`),
-    actionButton("↑", () => change("POST", url("api-move-message", message.id), { direction: "up" }), `Move ${n} up`),
-    actionButton("↓", () => change("POST", url("api-move-message", message.id), { direction: "down" }), `Move ${n} down`),
+    writeButton("Edit", () => editMessage(message, el, body), `Edit ${n}`),
+    writeButton("↑", () => change("POST", url("api-move-message", message.id), { direction: "up" }), `Move ${n} up`),
+    writeButton("↓", () => change("POST", url("api-move-message", message.id), { direction: "down" }), `Move ${n} down`),
     actionButton("Fork", () => fork(message.id), `Fork from ${n}`),
-    actionButton("Delete", () => change("DELETE", url("api-message", message.id)), `Delete ${n}`),
+    writeButton("Delete", () => change("DELETE", url("api-message", message.id)), `Delete ${n}`),
   );
   return bar;
 }
@@ -191,16 +270,14 @@ class RunView {
     inspect.textContent = "Inspect";
     inspect.addEventListener("click", () => openInspector(this.run.id));
     this.footer.append(this.statusEl, " ", inspect);
-    if (config.canRun) {
-      this.runActions = document.createElement("span");
-      this.runActions.className = "actions";
-      this.runActions.append(
-        actionButton("Regenerate", () => regenerate(this), "Regenerate this answer"),
-        actionButton("Fork", () => { const m = this.message(this.chosenIndex()); if (m) fork(m.id); }, "Fork from this answer"),
-        actionButton("Delete", () => change("POST", url("api-hide-run", this.run.id)), "Delete this answer"),
-      );
-      this.footer.append(" ", this.runActions);
-    }
+    this.runActions = document.createElement("span");
+    this.runActions.className = "actions";
+    this.runActions.append(
+      writeButton("Regenerate", () => regenerate(this), "Regenerate this answer"),
+      actionButton("Fork", () => { const m = this.message(this.chosenIndex()); if (m) fork(m.id); }, "Fork from this answer"),
+      writeButton("Delete", () => change("POST", url("api-hide-run", this.run.id)), "Delete this answer"),
+    );
+    this.footer.append(" ", this.runActions);
     this.toolForm = document.createElement("form");
     this.toolForm.className = "tool-results";
     this.toolForm.hidden = true;
@@ -281,7 +358,7 @@ class RunView {
     if (c.finish_reason) view.label.textContent = `Choice ${c.index + 1} · ${c.finish_reason}`;
     const message = done ? this.message(c.index) : null;
     view.box.classList.toggle("chosen", Boolean(message?.in_history) && this.choices.size > 1);
-    view.choose.hidden = !(config.canRun && message && !message.in_history);
+    view.choose.hidden = !(mayWrite() && message && !message.in_history);
     view.tokensToggle.hidden = !(c.logprobs && c.logprobs.length);
     if (c.logprobs && c.logprobs.length) renderTokens(view.tokens, c.logprobs);
   }
@@ -329,7 +406,7 @@ class RunView {
     return calls.filter((c) => c.id && !answered.has(c.id));
   }
   renderToolForm() {
-    const calls = config.canRun ? this.pendingToolCalls() : [];
+    const calls = mayWrite() ? this.pendingToolCalls() : [];
     this.toolForm.hidden = !calls.length;
     if (!calls.length) { this.toolForm.replaceChildren(); return; }
     if (this.toolForm.dataset.calls === calls.map((c) => c.id).join(",")) return; // keep what is typed
@@ -479,6 +556,7 @@ async function loadConversation(id) {
     els.connection.textContent = "";
   }
   state.conversation = id;
+  state.creator = null;
   state.messages.clear();
   state.runs.clear();
   state.ledger = new RunLedger();
@@ -490,6 +568,7 @@ async function loadConversation(id) {
     return;
   }
   const data = await api("GET", url("api-conversation", id));
+  state.creator = data.creator;
   els.title.value = data.title;
   showWriteAccess(data);
   els.system.value = "";
@@ -744,13 +823,14 @@ function isStreaming() {
 
 function updateButtons() {
   const streaming = isStreaming();
-  els.stop.disabled = !streaming || !config.canRun;
-  els.send.disabled = !config.canRun || streaming;
+  els.stop.disabled = !streaming || !mayWrite();
+  els.send.disabled = !mayWrite() || streaming;
   const reason = $("send-reason");
-  reason.textContent = streaming && config.canRun ? STILL_ANSWERING : "";
+  reason.textContent = streaming && mayWrite() ? STILL_ANSWERING : "";
   reason.hidden = !reason.textContent;
   if (reason.textContent) els.send.title = reason.textContent;
   else els.send.removeAttribute("title");
+  applyPermissions();
 }
 
 // ------------------------------------------------------------------ conversations
@@ -908,6 +988,7 @@ function highlightConversation() {
     else a.removeAttribute("aria-current");
   }
   showWriteAccess(list.access && state.conversation ? list.access : null);
+  applyPermissions();
 }
 
 /** Rename, delete and visibility are for whoever may change the open conversation
@@ -1234,8 +1315,8 @@ function init() {
   loadModels(preferredModel);
   markCapabilities();
   els.provider.addEventListener("change", () => { els.model.value = ""; loadModels(); markCapabilities(); });
-  $("probe-open").disabled = !config.canRun;
   $("probe-open").addEventListener("click", openProbe);
+  $("fork-conversation").addEventListener("click", () => { const m = lastMessage(); if (m) fork(m.id); });
   $("probe-close").addEventListener("click", () => $("probe-dialog").close());
   $("probe-form").addEventListener("submit", runProbe);
   $("probe-omit").addEventListener("change", setOmitRejected);
