@@ -102,6 +102,8 @@ def test_the_client_config_holds_the_paths_the_scripts_wrote_before():
         "api-add-message": "/api/conversations/{id}/messages/",
         "api-fork": "/api/conversations/{id}/fork/",
         "api-restore-conversation": "/api/conversations/{id}/restore/",
+        "api-share-links": "/api/conversations/{id}/share-links/",
+        "api-share-link": "/api/share-links/{id}/",
         "api-message": "/api/messages/{id}/",
         "api-move-message": "/api/messages/{id}/move/",
         "api-choose": "/api/messages/{id}/choose/",

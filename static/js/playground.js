@@ -996,7 +996,6 @@ function highlightConversation() {
 function showWriteAccess(data) {
   list.access = data ? { may_write: data.may_write !== false, refusal: data.refusal || "", visibility: data.visibility } : null;
   const shared = $("conversation-shared");
-  const note = $("write-note");
   const open = Boolean(state.conversation && list.access);
   const reason = open && !list.access.may_write ? list.access.refusal : "";
   shared.checked = open && list.access.visibility === "shared";
@@ -1010,8 +1009,6 @@ function showWriteAccess(data) {
       control.removeAttribute("aria-description");
     }
   }
-  note.hidden = !reason;
-  note.textContent = reason;
 }
 
 async function setVisibility() {
