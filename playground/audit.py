@@ -5,7 +5,8 @@ Actions are dotted names, noun first: "member.invited", "member.joined",
 "workspace.renamed", "workspace.settings_changed", "workspace.transferred",
 "workspace.deleted", "provider.created", "provider.changed", "provider.key_changed",
 "provider.prices_changed", "provider.deleted", "limits.changed", "conversation.deleted",
-"conversation.restored", "conversation.visibility_changed", "conversation.shared", "share_link.revoked", "invite.revoked",
+"conversation.restored", "conversation.visibility_changed", "conversation.shared",
+"share_link.revoked", "invite.revoked",
 "export.downloaded", "login.failed", "login.locked_out". `details` never holds a secret
 (an API key, a token, a password): callers pass names and before/after values only.
 """

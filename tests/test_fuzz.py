@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from playground import models
-from playground.models import Conversation, Message, Preset, Provider, Run
+from playground.models import Conversation, Message, Preset, Provider, Run, ShareLink, token_digest
 
 SEED = 20240604
 MAX_BODY = 64 * 1024
@@ -204,7 +204,11 @@ class World:
         preset = Preset.objects.create(
             workspace=self.workspace, owner=self.alice, name=f"fuzz-{Preset.objects.count()}"
         )
+        link = ShareLink.objects.create(
+            conversation=conversation, token_hash=token_digest(f"fuzz-{ShareLink.objects.count()}")
+        )
         self.ids = {
+            "share_link_id": link.id,
             "conversation_id": conversation.id,
             "message_id": message.id,
             "run_id": run.id,

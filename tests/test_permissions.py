@@ -1,45 +1,48 @@
-"""Issue 17: the permission test generated from the URL patterns and the websocket routes.
+"""The permission test generated from the URL patterns and the websocket routes (issue 17).
 
-Every route of playground/urls.py (walked through `get_resolver()`, included URLconfs
-too) and of playground/routing.py is checked, for every HTTP method its view declares
-(`view.actions`, set by `api(methods=…)`, `access.page` or `access.declare`), as every
-role of a workspace on an object of their own workspace (created by a teammate, and by
-themselves) and of another workspace, and logged out, against `access.POLICY`:
+Every route of `django.urls.get_resolver()` (walked recursively) × every HTTP method its
+view declares (`view.actions`, set by `access.declare` through `@api` / `@page`) × every
+role × the requester's own workspace or another one, plus logged out, is requested, and
+the status is checked against `access.POLICY`:
 
-- another workspace's object: 404 (the API's JSON 404, the 404 page);
-- own workspace, a role the policy refuses: 403 (and "conversation.write" on a
-  teammate's conversation needs "conversation.write_any");
-- allowed: anything but 401, 403, 404, 405 or a 5xx (an empty body's 400 is fine:
-  access is checked before the body is read);
-- logged out: 401 under /api/, a redirect to the login page for pages;
-- a method the view does not declare: 405.
+- the object is in another workspace: 404 (ids reveal nothing);
+- own workspace, the role may not take the action: 403 (and "conversation.write" on a
+  conversation someone else created needs "conversation.write_any" too);
+- allowed: not 401/403/404/405 and not a 5xx (a 400 for the empty body is fine: views
+  check access before they read the body);
+- logged out: 401 under /api/, a redirect to the login page for a page;
+- `access.PUBLIC`: answered without a login.
 
-A route whose view declares nothing, and is not one of `EXEMPT` (Django's own views),
-fails here: that is how a new endpoint without a policy fails the suite. URL kwargs are
-filled by `BUILDERS`, one per kwarg name; a route with a kwarg no builder knows fails
-naming the builder to add.
+A route whose view declares no policy fails, naming the route, unless it is in
+`UNDECLARED_ALLOWED` (the admin site, Django's auth views, static files). The objects
+named by a route's kwargs come from `BUILDERS` (one per kwarg name), made fresh for each
+case by a separate "author" member of the workspace, so the rules on others' objects are
+exercised; a kwarg without a builder fails, saying which builder to add.
+
+The websocket routes (`playground.routing.websocket_urlpatterns`) get the same matrix:
+accepted, or closed with 4401 (logged out) / 4403 (no access).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
-import sys
-import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth import views as auth_views
 from django.contrib.auth.models import User
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from django.views.static import serve
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 
 from playground import access
-from playground.asgi import application
 from playground.models import (
     Conversation,
     Invitation,
@@ -52,492 +55,513 @@ from playground.models import (
     Workspace,
     token_digest,
 )
-from playground.routing import websocket_urlpatterns
-from tests.test_relay import headers, session_cookie
+from tests.fakes import FakeRelay
 
 ROLES = [str(role) for role in access.ROLES]
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-# Kwargs that are a secret link's token, not an object: their pages are PUBLIC.
-TOKEN_KWARGS = ("token",)
-# Kwargs naming a conversation or something in one: a private conversation hides them.
-CONVERSATION_KWARGS = {"conversation_id", "message_id", "run_id", "share_link_id"}
+WHERE = ("own", "other")
 
 
-# ---------------------------------------------------------------------------
-# The routes
+# -- the routes
 
 
-@dataclass(frozen=True)
+@dataclass
 class Route:
-    name: str
-    pattern: str
-    view: object
-    kwargs: tuple[str, ...]
+    route: str  # the pattern as text, "api/conversations/<id:conversation_id>/"
+    name: str | None
+    callback: object
+    kwargs: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.route
 
     @property
     def is_api(self) -> bool:
-        return self.pattern.startswith("api/")
+        return self.route.startswith("api/")
 
-    @property
-    def actions(self) -> dict[str, str] | None:
-        return getattr(self.view, "actions", None)
-
-
-def exempt(view) -> str | None:
-    """Why a view is not the policy's (Django's and third-party views), or None."""
-    module = getattr(view, "__module__", "") or ""
-    view_class = getattr(view, "view_class", None)
-    if module.startswith("django.contrib.admin"):
-        return "the Django admin (staff only, its own permissions)"
-    if view_class is not None and issubclass(view_class, auth_views.LoginView | auth_views.LogoutView):
-        return "Django's auth views"
-    if view is serve or module.startswith("django.contrib.staticfiles"):
-        return "static files"
-    if getattr(view, "__qualname__", "") == "admin_login.<locals>.view":  # playground.logins
-        return "the admin site's login (Django's, throttled)"
-    return None
+    def path(self, values: dict[str, object]) -> str:
+        return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), self.route)
 
 
-def walk(patterns, prefix: str = "", admin: bool = False):
-    for entry in patterns:
-        here = prefix + str(entry.pattern)
+def walk(resolver: URLResolver, prefix: str = "") -> list[Route]:
+    """Every URL pattern under `resolver`, its route text joined from the resolvers above."""
+    routes = []
+    for entry in resolver.url_patterns:
+        text = prefix + str(entry.pattern)
         if isinstance(entry, URLResolver):
-            yield from walk(entry.url_patterns, here, admin or entry.app_name == "admin")
+            routes += walk(entry, text)
         elif isinstance(entry, URLPattern):
-            yield entry, here, admin
+            text = text.removeprefix("^").removesuffix("$")
+            kwargs = re.findall(r"<(?:\w+:)?(\w+)>", text) + re.findall(r"\(\?P<(\w+)>", text)
+            routes.append(Route(text, entry.name, entry.callback, kwargs))
+    return routes
 
 
-def url_routes() -> tuple[list[Route], list[str]]:
-    """The routes the policy covers, and the undeclared ones (each a message)."""
-    routes, undeclared = [], []
-    for entry, pattern, in_admin in walk(get_resolver().url_patterns):
-        view = entry.callback
-        if in_admin or exempt(view):
-            continue
-        kwargs = tuple(entry.pattern.converters)
-        route = Route(entry.name or pattern, pattern, view, kwargs)
-        if not route.actions:
-            undeclared.append(
-                f"/{pattern} ({getattr(view, '__module__', '?')}.{getattr(view, '__name__', view)}) "
-                "declares no policy action: wrap it in playground.api.api(methods={method: action}) "
-                "or access.page(action), or access.declare(view, {method: access.PUBLIC})"
-            )
-        elif not entry.name:
-            undeclared.append(f"/{pattern} has no URL name: name it, the permission test reverses it")
-        else:
-            routes.append(route)
-    return routes, undeclared
+def undeclared_allowed(route: Route) -> bool:
+    """Routes that take no action of the policy: the admin site (staff only, its own
+    permissions), Django's auth views (login, logout, password change and reset) and
+    static files."""
+    if route.route.startswith("admin/"):
+        return True
+    view_class = getattr(route.callback, "view_class", None)
+    if view_class is not None and any(
+        klass.__module__.startswith("django.contrib.auth.views") for klass in view_class.__mro__
+    ):
+        return True
+    module = getattr(route.callback, "__module__", "")
+    return module.startswith(("django.views.static", "django.contrib.staticfiles"))
 
 
-ROUTES, UNDECLARED = url_routes()
+ROUTES = walk(get_resolver())
+DECLARED = [r for r in ROUTES if getattr(r.callback, "actions", None)]
 
 
 def test_every_route_declares_its_policy():
-    """A new endpoint without a policy fails here, naming itself."""
-    assert not UNDECLARED, "\n".join(UNDECLARED)
-    assert ROUTES  # the walk found the routes
+    """A new endpoint fails here until its view declares an action per HTTP method."""
+    missing = [r for r in ROUTES if not getattr(r.callback, "actions", None) and not undeclared_allowed(r)]
+    assert not missing, "\n".join(
+        f"{r.label} (/{r.route}) declares no policy: wrap the view in @api(methods={{...}}) (JSON) "
+        "or @page(action) (pages), or access.declare(view, {method: access.PUBLIC}) for a public one"
+        for r in missing
+    )
 
 
-def test_the_walk_finds_an_undeclared_view(settings):
+def test_the_walk_finds_a_view_without_a_policy():
     """The check above can fail: an undeclared view in a URLconf is reported."""
-    from django.http import HttpResponse
-    from django.urls import clear_url_caches, include, path
+    from django.urls import URLResolver as Resolver
+    from django.urls import path
+    from django.urls.resolvers import RegexPattern
 
-    def undeclared_view(request):
-        return HttpResponse("hello")
+    def naked(request):  # pragma: no cover - never called
+        raise AssertionError
 
-    module = types.ModuleType("permissions_probe_urls")
-    module.urlpatterns = [path("x/", include([path("y/<id:conversation_id>/", undeclared_view)]))]
-    sys.modules["permissions_probe_urls"] = module
-    settings.ROOT_URLCONF = "permissions_probe_urls"
-    try:
-        clear_url_caches()
-        routes, undeclared = url_routes()
-        assert routes == []
-        assert len(undeclared) == 1
-        assert "/x/y/<id:conversation_id>/" in undeclared[0]
-        assert "declares no policy action" in undeclared[0]
-    finally:
-        del sys.modules["permissions_probe_urls"]
-        clear_url_caches()
+    module = type("urls", (), {"urlpatterns": [path("api/things/<id:thing_id>/", naked, name="things")]})
+    routes = walk(Resolver(RegexPattern(r"^/"), module))
+    assert [(r.route, r.kwargs, bool(getattr(r.callback, "actions", None))) for r in routes] == [
+        ("api/things/<id:thing_id>/", ["thing_id"], False)
+    ]
+    assert not undeclared_allowed(routes[0])
 
 
-# ---------------------------------------------------------------------------
-# The objects behind URL kwargs
+def test_the_routes_the_policy_depends_on_are_walked():
+    names = {r.name for r in DECLARED}
+    assert {"api-conversation", "api-submit", "api-preset", "api-probe", "index", "demo-chat"} <= names
+
+
+# -- the people and the objects
+
+
+@pytest.fixture(scope="module")
+def relay():
+    with FakeRelay() as fake:
+        yield fake
 
 
 @dataclass
 class World:
-    """Two workspaces: `own` (the actor, with `role`, and `author`, a member who creates
-    what the actor acts on) and `other` (its owner `stranger`; the actor is not in it)."""
-
-    actor: User
-    author: User
-    stranger: User
     own: Workspace
     other: Workspace
+    authors: dict[int, User]  # workspace id -> the member who made the objects
+    relay: FakeRelay
+    built: dict = field(default_factory=dict)
+
+    def workspace(self, where: str) -> Workspace:
+        return self.own if where == "own" else self.other
 
 
-def make_world(role: str | None) -> World:
+def make_world(relay: FakeRelay) -> World:
     own = Workspace.objects.create(name="Acme", slug="acme")
-    other = Workspace.objects.create(name="Elsewhere", slug="elsewhere")
-    actor = User.objects.create(username="actor")
-    author = User.objects.create(username="author")
-    stranger = User.objects.create(username="stranger")
-    Membership.objects.create(workspace=own, user=author, role=Membership.Role.MEMBER)
-    Membership.objects.create(workspace=other, user=stranger, role=Membership.Role.OWNER)
-    if role is not None:
-        Membership.objects.create(workspace=own, user=actor, role=role)
-    return World(actor, author, stranger, own, other)
+    other = Workspace.objects.create(name="Other", slug="other")
+    authors = {}
+    for workspace in (own, other):
+        author = User.objects.create_user(f"author-{workspace.slug}")
+        Membership.objects.create(workspace=workspace, user=author, role=Membership.Role.MEMBER)
+        authors[workspace.id] = author
+    return World(own, other, authors, relay)
 
 
-def new_conversation(workspace: Workspace, creator: User) -> Conversation:
-    conversation = Conversation.objects.create(
-        workspace=workspace, creator=creator, title="Tides", visibility=Conversation.Visibility.SHARED
-    )
-    Message.objects.create(conversation=conversation, position=0, role="user", content="Hello")
-    return conversation
+def requester(world: World, role: str) -> User:
+    user = User.objects.create_user(f"as-{role}")
+    Membership.objects.create(workspace=world.own, user=user, role=role)
+    return user
 
 
-def new_message(workspace: Workspace, creator: User) -> Message:
-    conversation = new_conversation(workspace, creator)
-    return Message.objects.create(conversation=conversation, position=1, role="user", content="Again")
+def build_conversation(world, workspace, author, route):
+    """A shared conversation with one message; in the trash for a route that restores."""
+    if "conversation" not in world.built:
+        trashed = "restore" in route.route
+        conv = Conversation.objects.create(
+            workspace=workspace,
+            creator=author,
+            title="Shared",
+            visibility=Conversation.Visibility.SHARED,
+            deleted_at=timezone.now() if trashed else None,
+            deleted_by=author if trashed else None,
+        )
+        Message.objects.create(conversation=conv, position=0, role="user", content="Hello")
+        world.built["conversation"] = conv
+    return world.built["conversation"]
 
 
-def new_run(workspace: Workspace, creator: User) -> Run:
-    conversation = new_conversation(workspace, creator)
-    return Run.objects.create(
-        conversation=conversation,
-        conversation_title=conversation.title,
-        workspace=workspace,
-        workspace_name=workspace.name,
-        user=creator,
-        username=creator.username,
-        provider_name="Relay",
-        model="gpt-test",
-        status=Run.Status.COMPLETED,
-        position=1,
-    )
+def build_provider(world, workspace, author, route):
+    if "provider" not in world.built:
+        provider = Provider(workspace=workspace, name="Fake", base_url=world.relay.base_url)
+        provider.set_api_key("sk-permissions-test-0000")
+        provider.save()
+        world.built["provider"] = provider
+    return world.built["provider"]
 
 
-def new_provider(workspace: Workspace, creator: User) -> Provider:
-    # A closed local port: a view that calls it gets its error at once, nothing leaves.
-    provider = Provider(
-        workspace=workspace, name="Relay", base_url="http://127.0.0.1:9/v1", created_by=creator
-    )
-    provider.set_api_key("sk-permissions-test-0000")
-    provider.save()
-    return provider
+def build_run(world, workspace, author, route):
+    if "run" not in world.built:
+        conv = build_conversation(world, workspace, author, route)
+        provider = build_provider(world, workspace, author, route)
+        run = Run.objects.create(
+            conversation=conv,
+            workspace=workspace,
+            user=author,
+            provider=provider,
+            provider_name=provider.name,
+            model="fake-model",
+            status=Run.Status.COMPLETED,
+            position=1,
+        )
+        Message.objects.create(conversation=conv, position=1, role="assistant", content="Hi", run=run)
+        world.built["run"] = run
+    return world.built["run"]
 
 
-def new_preset(workspace: Workspace, creator: User) -> Preset:
-    return Preset.objects.create(workspace=workspace, owner=creator, name="Terse", shared=True)
+def build_message(world, workspace, author, route):
+    run = build_run(world, workspace, author, route)
+    return run.messages.get()
 
 
-def membership_of(workspace: Workspace, creator: User) -> Membership:
-    """The creator's membership (a teammate's when the actor acts on the author's)."""
-    return Membership.objects.get(workspace=workspace, user=creator)
+def build_preset(world, workspace, author, route):
+    return Preset.objects.create(workspace=workspace, owner=author, name="Shared preset", shared=True)
 
 
-def new_invitation(workspace: Workspace, creator: User) -> Invitation:
+def build_workspace(world, workspace, author, route):
+    return workspace
+
+
+def build_membership(world, workspace, author, route):
+    return Membership.objects.get(workspace=workspace, user=author)
+
+
+def build_invitation(world, workspace, author, route, token=None):
     return Invitation.objects.create(
-        workspace=workspace, token_hash=token_digest(secrets.token_urlsafe()), created_by=creator
+        workspace=workspace,
+        role=Membership.Role.MEMBER,
+        token_hash=token_digest(token or secrets.token_urlsafe(16)),
+        created_by=author,
     )
 
 
-def new_share_link(workspace: Workspace, creator: User) -> ShareLink:
+def build_share_link(world, workspace, author, route, token=None):
+    conv = build_conversation(world, workspace, author, route)
     return ShareLink.objects.create(
-        conversation=new_conversation(workspace, creator),
-        token_hash=token_digest(secrets.token_urlsafe()),
-        created_by=creator,
+        conversation=conv, token_hash=token_digest(token or secrets.token_urlsafe(16)), created_by=author
     )
 
 
-# kwarg name -> (workspace, creator) -> the object whose id fills it.
+def build_token(world, workspace, author, route):
+    """The token of an invitation (a route about invites or joining) or of a share link; a
+    password reset's token is Django's to check (a wrong one shows its "invalid link" page)."""
+    token = secrets.token_urlsafe(16)
+    if "reset" in route.route:
+        return _Token(token)
+    if re.search(r"invit|join", route.route + (route.name or "")):
+        build_invitation(world, workspace, author, route, token)
+    else:
+        build_share_link(world, workspace, author, route, token)
+    return _Token(token)
+
+
+def build_uidb64(world, workspace, author, route):
+    """A password reset link's user (Django's auth views)."""
+    return _Token(urlsafe_base64_encode(force_bytes(author.pk)))
+
+
+class _Token(str):
+    """A raw token: the URL takes the string itself, not an id."""
+
+    pk = None
+
+
 BUILDERS = {
-    "conversation_id": new_conversation,
-    "message_id": new_message,
-    "run_id": new_run,
-    "provider_id": new_provider,
-    "preset_id": new_preset,
-    "workspace_id": lambda workspace, creator: workspace,
-    "membership_id": membership_of,
-    "invitation_id": new_invitation,
-    "share_link_id": new_share_link,
+    "conversation_id": build_conversation,
+    "message_id": build_message,
+    "run_id": build_run,
+    "provider_id": build_provider,
+    "preset_id": build_preset,
+    "workspace_id": build_workspace,
+    "membership_id": build_membership,
+    "invitation_id": build_invitation,
+    "share_link_id": build_share_link,
+    "token": build_token,
+    "uidb64": build_uidb64,
 }
 
 
-def workspace_of(obj) -> int:
-    if isinstance(obj, Workspace):
-        return obj.id
-    if isinstance(obj, Message | ShareLink):
-        return obj.conversation.workspace_id
-    return obj.workspace_id
-
-
-def creator_of(obj) -> int | None:
-    for field in ("creator_id", "user_id", "owner_id", "created_by_id"):
-        if hasattr(obj, field):
-            return getattr(obj, field)
-    if isinstance(obj, Message):
-        return obj.conversation.creator_id
-    return None
-
-
-def url_kwargs(route: Route, workspace: Workspace, creator: User) -> dict:
+def url_values(world: World, route: Route, where: str) -> dict[str, object]:
+    workspace = world.workspace(where)
     values = {}
-    for name in route.kwargs:
-        if name in TOKEN_KWARGS:
-            values[name] = secrets.token_urlsafe()
-            continue
-        if name not in BUILDERS:
-            pytest.fail(
-                f"/{route.pattern}: no builder for the URL kwarg {name!r}; add one to BUILDERS in "
-                "tests/test_permissions.py (name -> (workspace, creator) -> object)"
-            )
-        values[name] = BUILDERS[name](workspace, creator).pk
+    for kwarg in route.kwargs:
+        builder = BUILDERS.get(kwarg)
+        assert builder is not None, (
+            f"{route.label}: no builder for the URL kwarg {kwarg!r}: add build_{kwarg.removesuffix('_id')} "
+            f"to BUILDERS in tests/test_permissions.py (name kwargs after their object, e.g. conversation_id)"
+        )
+        obj = builder(world, workspace, world.authors[workspace.id], route)
+        values[kwarg] = obj if isinstance(obj, _Token) else obj.pk
     return values
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
-@pytest.mark.parametrize("where", ["own", "other"])
-def test_builders_make_an_object_in_the_workspace_by_its_creator(db, name, where):
-    world = make_world(access.Role.VIEWER)
-    workspace, creator = (world.own, world.author) if where == "own" else (world.other, world.stranger)
-    obj = BUILDERS[name](workspace, creator)
-    assert obj.pk is not None
-    assert workspace_of(obj) == workspace.id
-    if name != "workspace_id":
-        assert creator_of(obj) == creator.id
+# -- what the policy expects
 
 
-def test_an_unknown_kwarg_fails_naming_the_builder_to_add(db):
-    route = Route("api-widget", "api/widgets/<id:widget_id>/", None, ("widget_id",))
-    world = make_world(access.Role.OWNER)
-    with pytest.raises(pytest.fail.Exception, match="no builder for the URL kwarg 'widget_id'"):
-        url_kwargs(route, world.own, world.author)
+LOGIN = "login"
+ALLOWED = "allowed"
+PUBLIC = "public"
 
 
-# ---------------------------------------------------------------------------
-# What the policy expects
-
-
-def others_allowed(action: str, method: str, role: str) -> bool:
-    """The object rules on top of the table (access's docstring): what a role may do to
-    an object a teammate created."""
-    if action == "conversation.write":
-        return access.allows(role, "conversation.write_any")
-    if action == "preset.save":  # owners and admins may delete (or only unshare) others' presets
-        return method == "DELETE" and access.is_manager(role)
-    return True
-
-
-def expected(route: Route, method: str, role: str | None, where: str) -> str:
-    """ "allowed", "public", "login", or the status."""
-    action = route.actions[method]
+def expected(route: Route, action: str, method: str, role: str | None, where: str, mine: bool = False):
+    """The outcome access.POLICY gives `role` for `action` on the route's object, made by
+    the author (or by the requester, `mine`) in the `where` workspace."""
     if action == access.PUBLIC:
-        return "public"
+        return PUBLIC
     if role is None:
-        return "login"
+        return LOGIN
     if action == access.ACCOUNT:
-        return "allowed"
-    objects = [k for k in route.kwargs if k not in TOKEN_KWARGS]
-    if objects and where == "other":
+        return ALLOWED
+    if where == "other" and route.kwargs:
         return 404
-    if where == "private" and not access.is_manager(role):
-        return 404  # a teammate's private conversation: only its creator, owners and admins see it
     if not access.allows(role, action):
         return 403
-    if where in ("teammate", "private") and not others_allowed(action, method, role):
+    if action == "conversation.write" and not mine and not access.allows(role, "conversation.write_any"):
         return 403
-    return "allowed"
+    if "preset_id" in route.kwargs and not mine and not access.is_manager(role):
+        return 403  # another's shared preset: only owners and admins unshare or delete it
+    return ALLOWED
 
 
-def places(route: Route) -> tuple[str, ...]:
-    """Whose object each case acts on: a teammate's (shared), a teammate's private
-    conversation, the actor's own, another workspace's; "own" for a route with none."""
-    objects = [k for k in route.kwargs if k not in TOKEN_KWARGS]
-    if not objects:
-        return ("own",)
-    found = ["teammate"]
-    if set(objects) & CONVERSATION_KWARGS:
-        found.append("private")
-    # The actor's own membership, or workspace, is not theirs as a conversation is.
-    if not set(objects) & {"membership_id", "workspace_id"}:
-        found.append("mine")
-    return (*found, "other")
+# Bodies for the few cases an empty body cannot reach the allowed path: a manager may
+# only unshare another member's preset.
+BODIES = {("preset_id", "PATCH"): {"shared": False}}
 
 
-def cases():
-    for route in ROUTES:
-        for method in route.actions:
-            for role in ROLES:
-                for where in places(route):
-                    label = {
-                        "teammate": "own-workspace",
-                        "mine": "own-workspace-mine",
-                        "private": "own-workspace-private",
-                    }.get(where, f"{where}-workspace")
-                    yield pytest.param(route, method, role, where, id=f"{route.name} {method} {role} {label}")
-            yield pytest.param(route, method, None, "own", id=f"{route.name} {method} logged-out")
+def body_for(route: Route, method: str) -> bytes:
+    for kwarg in route.kwargs:
+        if (kwarg, method) in BODIES:
+            return json.dumps(BODIES[(kwarg, method)]).encode()
+    return b""
 
 
-def send(client: Client, method: str, url: str):
-    return client.generic(method, url, data=b"", content_type="application/json")
+@dataclass(frozen=True)
+class Case:
+    route: Route
+    method: str
+    role: str | None
+    where: str
+    mine: bool = False
+
+    @property
+    def action(self) -> str:
+        return self.route.callback.actions[self.method]
+
+    @property
+    def id(self) -> str:
+        who = (
+            "logged-out"
+            if self.role is None
+            else f"{self.role} {self.where}" + (" mine" if self.mine else "")
+        )
+        return f"{self.route.label} {self.method} {who}"
 
 
-def check(response, route: Route, want, method: str) -> None:
+def cases() -> list[Case]:
+    out = []
+    for route in DECLARED:
+        for method, action in route.callback.actions.items():
+            # A public view answers everyone alike: one role is enough.
+            for role in ["member"] if action == access.PUBLIC else ROLES:
+                for where in WHERE:
+                    out.append(Case(route, method, role, where))
+            out.append(Case(route, method, None, "own"))
+            if action == "conversation.write" and "conversation_id" in route.kwargs:
+                for role in ("member", "viewer"):  # their own conversation: the creator's rule
+                    out.append(Case(route, method, role, "own", mine=True))
+    return out
+
+
+CASES = cases()
+
+
+def check(case: Case, response, expect) -> None:
     status = response.status_code
-    said = f"{method} {response.request['PATH_INFO']} -> {status}: {response.content[:300]!r}"
-    if want == "login":
-        if route.is_api:
+    body = b"(streamed)" if response.streaming else response.content[:300]
+    said = f"{case.id} ({case.action}): expected {expect}, got {status}: {body!r}"
+    location = response.get("Location", "")
+    to_login = status in (301, 302) and location.startswith(settings.LOGIN_URL)
+    if expect == LOGIN:
+        if case.route.is_api:
             assert status == 401, said
         else:
-            assert status == 302, said
-            assert response["Location"].startswith(settings.LOGIN_URL), said
-    elif want == "public":
+            assert to_login, said
+    elif expect == PUBLIC:
+        assert not to_login, said
         assert status not in (403, 405), said
         assert status < 500, said
-    elif want == "allowed":
+    elif expect == ALLOWED:
+        assert not to_login, said
         assert status not in (401, 403, 404, 405), said
         assert status < 500, said
     else:
-        assert status == want, said
-        if route.is_api:
-            assert response["Content-Type"] == "application/json", said
-            assert response.json()["error"], said
+        assert status == expect, said
 
 
-@pytest.mark.parametrize(("route", "method", "role", "where"), list(cases()))
-def test_route_answers_as_the_policy_says(db, route, method, role, where):
-    world = make_world(role)
-    workspace, creator = {
-        "teammate": (world.own, world.author),
-        "private": (world.own, world.author),
-        "own": (world.own, world.author),
-        "mine": (world.own, world.actor),
-        "other": (world.other, world.stranger),
-    }[where]
-    url = reverse(route.name, kwargs=url_kwargs(route, workspace, creator))
-    if where == "private":
-        Conversation.objects.filter(creator=world.author).update(visibility=Conversation.Visibility.PRIVATE)
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_route_answers_as_the_policy_says(case: Case, relay):
+    world = make_world(relay)
     client = Client()
-    if role is not None:
-        client.force_login(world.actor)
-    check(send(client, method, url), route, expected(route, method, role, where), method)
+    author = None
+    if case.role is not None:
+        user = requester(world, case.role)
+        client.force_login(user)
+        if case.mine:
+            author = user
+    if author is not None:
+        world.authors[world.own.id] = author
+    values = url_values(world, case.route, case.where)
+    path = case.route.path(values)
+    if case.where == "other" and not case.route.kwargs:
+        path += f"?workspace={world.other.id}"  # asking for another workspace gives nothing of it
+    response = client.generic(
+        case.method, path, body_for(case.route, case.method), content_type="application/json"
+    )
+    check(case, response, expected(case.route, case.action, case.method, case.role, case.where, case.mine))
 
 
-def undeclared_method(route: Route) -> str | None:
-    return next((m for m in ("PUT", "PATCH", "DELETE", "POST", "GET") if m not in route.actions), None)
-
-
-@pytest.mark.parametrize(
-    "route",
-    [
-        pytest.param(r, id=f"{r.name} {undeclared_method(r)} undeclared")
-        for r in ROUTES
-        if undeclared_method(r)
-    ],
-)
-def test_an_undeclared_method_is_405(db, route):
-    world = make_world(access.Role.OWNER)
+@pytest.mark.django_db
+def test_a_route_without_an_object_never_acts_in_another_workspace(relay):
+    """?workspace= of a workspace the user is not in falls back to their own."""
+    world = make_world(relay)
     client = Client()
-    client.force_login(world.actor)
-    url = reverse(route.name, kwargs=url_kwargs(route, world.own, world.actor))
-    response = send(client, undeclared_method(route), url)
-    assert response.status_code == 405, (route.pattern, response.status_code)
+    client.force_login(requester(world, "owner"))
+    response = client.post(
+        f"/api/conversations/?workspace={world.other.id}", b"{}", content_type="application/json"
+    )
+    assert response.status_code == 201, response.content
+    assert Conversation.objects.get(id=response.json()["id"]).workspace_id == world.own.id
+    assert not Conversation.objects.filter(workspace=world.other).exists()
 
 
-def test_the_expectations_follow_the_policy():
-    """The expected statuses are the table's, not a copy of it (so the test can fail)."""
-    route = Route("api-x", "api/x/<id:conversation_id>/", None, ("conversation_id",))
-    object.__setattr__(route, "view", type("V", (), {"actions": {"POST": "conversation.write"}}))
-    assert expected(route, "POST", "viewer", "teammate") == 403
-    assert expected(route, "POST", "member", "mine") == "allowed"
-    assert expected(route, "POST", "member", "teammate") == 403  # needs conversation.write_any
-    assert expected(route, "POST", "admin", "teammate") == "allowed"
-    assert expected(route, "POST", "owner", "other") == 404
-    assert expected(route, "POST", None, "own") == "login"
-    assert expected(route, "POST", "member", "private") == 404
-    assert expected(route, "POST", "admin", "private") == "allowed"
-    assert places(route) == ("teammate", "private", "mine", "other")
+# -- private conversations: a 404 to members who are not its creator nor managers
 
 
-# ---------------------------------------------------------------------------
-# Websocket routes
+PRIVATE_ROUTES = [
+    ("GET", "/api/conversations/{id}/"),
+    ("GET", "/api/conversations/{id}/export.json"),
+    ("GET", "/c/{id}/"),
+]
 
 
-def ws_routes():
-    for entry in websocket_urlpatterns:
-        consumer = getattr(entry.callback, "consumer_class", entry.callback)
-        yield str(entry.pattern), consumer, tuple(entry.pattern.converters)
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("method", "template"), PRIVATE_ROUTES, ids=[f"{m} {t}" for m, t in PRIVATE_ROUTES])
+def test_a_private_conversation_of_another_member(relay, role, method, template):
+    world = make_world(relay)
+    client = Client()
+    client.force_login(requester(world, role))
+    conv = Conversation.objects.create(
+        workspace=world.own, creator=world.authors[world.own.id], visibility=Conversation.Visibility.PRIVATE
+    )
+    status = client.generic(method, template.format(id=conv.id)).status_code
+    assert status == (200 if access.is_manager(role) else 404)
 
 
-WS_ROUTES = list(ws_routes())
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ROLES)
+def test_a_private_conversation_is_written_by_its_creator_and_managers_only(relay, role):
+    world = make_world(relay)
+    client = Client()
+    client.force_login(requester(world, role))
+    conv = Conversation.objects.create(
+        workspace=world.own, creator=world.authors[world.own.id], visibility=Conversation.Visibility.PRIVATE
+    )
+    status = client.delete(f"/api/conversations/{conv.id}/").status_code
+    assert status == (200 if access.is_manager(role) else 404)
+    assert Conversation.objects.filter(id=conv.id, deleted_at__isnull=True).exists() == (
+        not access.is_manager(role)
+    )
 
 
-def test_every_websocket_route_declares_its_policy():
-    missing = [
-        f"/{pattern} ({consumer.__name__}) declares no policy action: set "
-        '`actions = {"CONNECT": "<action>"}` on the consumer'
-        for pattern, consumer, _ in WS_ROUTES
-        if not getattr(consumer, "actions", {}).get("CONNECT")
-    ]
-    assert not missing, "\n".join(missing)
-    assert WS_ROUTES
+# -- the websocket routes
 
 
-def ws_cases():
-    for pattern, consumer, kwargs in WS_ROUTES:
-        private = ("private",) if set(kwargs) & CONVERSATION_KWARGS else ()
-        for role in ROLES:
-            for where in ("own", *private, "other"):
-                yield pytest.param(
-                    pattern, consumer, kwargs, role, where, id=f"ws {pattern} {role} {where}-workspace"
-                )
-        yield pytest.param(pattern, consumer, kwargs, None, "own", id=f"ws {pattern} logged-out")
+def ws_routes() -> list[Route]:
+    from playground.routing import websocket_urlpatterns
+
+    module = type("ws_urls", (), {"urlpatterns": websocket_urlpatterns})
+    from django.urls.resolvers import RegexPattern
+
+    return walk(URLResolver(RegexPattern(r"^/"), module))
 
 
-async def closed_with(ws, timeout: float = 5) -> int | None:
-    while True:
-        output = await ws.receive_output(timeout)
-        if output["type"] == "websocket.close":
-            return output.get("code")
+WS_ROUTES = ws_routes()
+WS_CASES = [
+    (route, role, where, private)
+    for route in WS_ROUTES
+    for role in [*ROLES, None]
+    for where in (WHERE if role else ("own",))
+    # A private conversation of the author: a 4403 to members who are not managers.
+    for private in (
+        (False, True) if role and where == "own" and "conversation_id" in route.kwargs else (False,)
+    )
+]
+
+
+def ws_id(case) -> str:
+    route, role, where, private = case
+    who = "logged-out" if role is None else f"{role} {where}"
+    return f"ws:{route.label} {who}" + (" private" if private else "")
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(("pattern", "consumer", "kwargs", "role", "where"), list(ws_cases()))
-async def test_websocket_route_connects_as_the_policy_says(pattern, consumer, kwargs, role, where):
-    action = consumer.actions["CONNECT"]
+@pytest.mark.parametrize("case", WS_CASES, ids=[ws_id(c) for c in WS_CASES])
+async def test_websocket_route_answers_as_the_policy_says(case, relay):
+    from playground.asgi import application
+    from tests.test_relay import headers, session_cookie
 
-    def prepare():
-        world = make_world(role)
-        workspace, creator = (world.other, world.stranger) if where == "other" else (world.own, world.author)
-        route = Route(pattern, pattern, consumer, kwargs)
-        values = url_kwargs(route, workspace, creator)
-        if where == "private":
-            Conversation.objects.filter(creator=world.author).update(
+    route, role, where, private = case
+    await get_channel_layer().flush()
+
+    def setup():
+        world = make_world(relay)
+        cookie = session_cookie(requester(world, role)) if role else "csrftoken=x"
+        values = url_values(world, route, where)
+        if private:
+            Conversation.objects.filter(id=values["conversation_id"]).update(
                 visibility=Conversation.Visibility.PRIVATE
             )
-        path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), pattern)
-        cookie = session_cookie(world.actor) if role is not None else "csrftoken=x"
-        return path, cookie
+        return cookie, route.path(values)
 
-    path, cookie = await sync_to_async(prepare)()
+    cookie, path = await sync_to_async(setup)()
+    if role is None:
+        expect = 4401
+    elif where == "other" or (private and not access.is_manager(role)):
+        expect = 4403
+    else:
+        expect = "accept"
     ws = WebsocketCommunicator(application, path, headers=headers(cookie))
     connected, _ = await ws.connect(timeout=5)
-    if role is None:
-        want = 4401
-    elif where == "other" or (where == "private" and not access.is_manager(role)):
-        want = 4403  # as a 404: not theirs to see
-    elif not access.allows(role, action):
-        want = 4403
-    else:
-        want = None
-    if want is None:
-        assert connected
-        output = await ws.receive_output(5)  # the consumer's "sync" event, not a close
-        assert output["type"] == "websocket.send", output
+    assert connected  # the consumer accepts, then closes with the reason
+    first = await ws.receive_output(timeout=5)
+    if expect == "accept":
+        # Kept open: its first frame is data (each socket sends its state, "sync", on joining).
+        assert first["type"] == "websocket.send", first
         await ws.disconnect()
     else:
-        assert await closed_with(ws) == want
+        assert first["type"] == "websocket.close", first
+        assert first.get("code") == expect, first
