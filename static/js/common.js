@@ -10,6 +10,50 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
 });
 export const renderMarkdown = (text) => DOMPurify.sanitize(marked.parse(text), { USE_PROFILES: { html: true } });
 
+const SAFE_MEDIA = /^(https?:|data:(image|video)\/)/i;
+
+/** A message's content parts (text, image_url, video_url) appended to `body`; media only from
+ * http(s) or data: image/video URLs. */
+export function renderParts(body, content) {
+  for (const part of content) {
+    if (part.type === "text") {
+      const p = document.createElement("p");
+      p.textContent = part.text;
+      body.append(p);
+    } else {
+      const url = part[part.type]?.url || "";
+      const media = document.createElement(part.type === "video_url" ? "video" : "img");
+      if (SAFE_MEDIA.test(url)) media.src = url;
+      if (part.type === "video_url") media.controls = true; else media.alt = "attached image";
+      media.className = "part";
+      body.append(media);
+    }
+  }
+}
+
+/** One transcript message as an <article> (role header, body: parts, sanitised Markdown for
+ * an answer, text otherwise, tool calls); returns {el, body} so a page can add its controls. */
+export function messageView(message) {
+  const el = document.createElement("article");
+  el.className = `message ${message.role}`;
+  el.dataset.position = message.position;
+  const who = document.createElement("header");
+  who.textContent = message.tool_call_id ? `${message.role} · ${message.tool_call_id}` : message.role;
+  const body = document.createElement("div");
+  body.className = "body";
+  if (Array.isArray(message.content)) renderParts(body, message.content);
+  else if (message.role === "assistant") body.innerHTML = renderMarkdown(message.content || "");
+  else body.textContent = message.content;
+  if (message.tool_calls) {
+    const calls = document.createElement("pre");
+    calls.className = "tool-calls";
+    calls.textContent = message.tool_calls.map((c) => `${c.function?.name}(${c.function?.arguments}) [${c.id}]`).join("\n");
+    body.append(calls);
+  }
+  el.append(who, body);
+  return { el, body };
+}
+
 // ------------------------------------------------------------------ HTTP
 
 function csrfToken() {

@@ -1,6 +1,6 @@
 // The playground page: conversations, transcript, composer, parameters, live runs.
 // Model output is untrusted: it is rendered only through common.js's renderMarkdown.
-import { MarkdownView, api, assembleToolCalls, renderMarkdown, scheduleRender } from "./common.js";
+import { MarkdownView, api, assembleToolCalls, messageView, scheduleRender } from "./common.js";
 import { ACTIVE, ConversationSocket, RunLedger } from "./lib/conversation-socket.js";
 import { WorkspaceSocket } from "./lib/live-socket.js";
 import { fillParams, readParams as readParamFields, showFieldErrors as showParamErrors } from "./lib/params.js";
@@ -105,24 +105,6 @@ function messageText(content) {
   return (content || []).map((p) => (p.type === "text" ? p.text : `[${p.type}]`)).join("\n");
 }
 
-const SAFE_MEDIA = /^(https?:|data:(image|video)\/)/i;
-function renderParts(body, content) {
-  for (const part of content) {
-    if (part.type === "text") {
-      const p = document.createElement("p");
-      p.textContent = part.text;
-      body.append(p);
-    } else {
-      const url = part[part.type]?.url || "";
-      const media = document.createElement(part.type === "video_url" ? "video" : "img");
-      if (SAFE_MEDIA.test(url)) media.src = url;
-      if (part.type === "video_url") media.controls = true; else media.alt = "attached image";
-      media.className = "part";
-      body.append(media);
-    }
-  }
-}
-
 function actionButton(label, handler, title) {
   const button = document.createElement("button");
   button.type = "button";
@@ -145,24 +127,8 @@ async function change(method, url, body) {
 }
 
 function renderMessage(message) {
-  const el = document.createElement("article");
-  el.className = `message ${message.role}`;
-  el.dataset.position = message.position;
+  const { el, body } = messageView(message);
   el.dataset.message = message.id;
-  const who = document.createElement("header");
-  who.textContent = message.tool_call_id ? `${message.role} · ${message.tool_call_id}` : message.role;
-  const body = document.createElement("div");
-  body.className = "body";
-  if (Array.isArray(message.content)) renderParts(body, message.content);
-  else if (message.role === "assistant") body.innerHTML = renderMarkdown(message.content || "");
-  else body.textContent = message.content;
-  if (message.tool_calls) {
-    const calls = document.createElement("pre");
-    calls.className = "tool-calls";
-    calls.textContent = message.tool_calls.map((c) => `${c.function?.name}(${c.function?.arguments}) [${c.id}]`).join("\n");
-    body.append(calls);
-  }
-  el.append(who, body);
   el.append(messageActions(message, el, body));
   if (state.editing?.id === message.id) editMessage(message, el, body);
   return el;

@@ -1,52 +1,17 @@
 // A shared conversation's page (/s/<token>/): the transcript, read-only, rendered with the
-// playground's own sanitised Markdown (common.js renderMarkdown), and its live runs. It reads
+// playground's own sanitised Markdown (common.js messageView), and its live runs. It reads
 // the transcript again from transcript.json while a run is going (and now and then otherwise),
 // so a run that ends shows its answer. The JSON holds only the shared fields (views/shares.py).
-import { renderMarkdown } from "./common.js";
+import { messageView } from "./common.js";
 
 const config = JSON.parse(document.getElementById("shared-config").textContent);
 const $ = (id) => document.getElementById(id);
-const SAFE_MEDIA = /^(https?:|data:(image|video)\/)/i;
 const BUSY_MS = 3000;
 const IDLE_MS = 15000;
 let last = "";
 
-function renderParts(body, content) {
-  for (const part of content) {
-    if (part.type === "text") {
-      const p = document.createElement("p");
-      p.textContent = part.text;
-      body.append(p);
-    } else {
-      const url = part[part.type]?.url || "";
-      const media = document.createElement(part.type === "video_url" ? "video" : "img");
-      if (SAFE_MEDIA.test(url)) media.src = url;
-      if (part.type === "video_url") media.controls = true; else media.alt = "attached image";
-      media.className = "part";
-      body.append(media);
-    }
-  }
-}
-
 function renderMessage(message) {
-  const el = document.createElement("article");
-  el.className = `message ${message.role}`;
-  el.dataset.position = message.position;
-  const who = document.createElement("header");
-  who.textContent = message.tool_call_id ? `${message.role} · ${message.tool_call_id}` : message.role;
-  const body = document.createElement("div");
-  body.className = "body";
-  if (Array.isArray(message.content)) renderParts(body, message.content);
-  else if (message.role === "assistant") body.innerHTML = renderMarkdown(message.content || "");
-  else body.textContent = message.content;
-  if (message.tool_calls) {
-    const calls = document.createElement("pre");
-    calls.className = "tool-calls";
-    calls.textContent = message.tool_calls.map((c) => `${c.function?.name}(${c.function?.arguments}) [${c.id}]`).join("\n");
-    body.append(calls);
-  }
-  el.append(who, body);
-  return el;
+  return messageView(message).el;
 }
 
 function renderRun(run) {
